@@ -1,0 +1,492 @@
+//! The MVCC keyspace: every version of every key inside the history window, on RocksDB.
+//!
+//! Writes happen only through [`Keyspace::apply_txn`] and [`Keyspace::compact`], called by the
+//! state machine in log order; reads may run on any task at any time. A read at revision `r`
+//! is stable while writes continue, because writes only add versions above the current
+//! revision and compaction only removes versions below the compacted revision.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{
+    decode, encode, mvcc_key, mvcc_prefix, mvcc_seek, read_u64, rev_key, split_mvcc_key,
+    split_rev_key, DecodeError,
+};
+use crate::command::{
+    Check, Event, EventKind, KeyRange, KeyValue, Op, OpResult, Txn, TxnResponse, RANGE_KEYS_MAX,
+};
+use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
+use crate::watch::WatchHub;
+
+/// Keys of the `sm` family.
+pub(crate) const SM_APPLIED: &[u8] = b"applied";
+pub(crate) const SM_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const SM_REVISION: &[u8] = b"revision";
+pub(crate) const SM_COMPACTED: &[u8] = b"compacted";
+
+/// One version of a key as stored in the `kv` family; the revision is in the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Version {
+    create_revision: u64,
+    version: u64,
+    /// `None` is a deletion (tombstone).
+    value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyspaceError {
+    #[error("revision {requested} has been compacted (oldest available: {compacted})")]
+    Compacted { requested: u64, compacted: u64 },
+    #[error("revision {requested} is newer than the current revision {current}")]
+    FutureRevision { requested: u64, current: u64 },
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+}
+
+/// A transaction's effect, ready to be written atomically.
+pub struct TxnOutcome {
+    pub response: TxnResponse,
+    pub batch: WriteBatch,
+    pub events: Vec<Event>,
+}
+
+/// The MVCC keyspace shared by the state machine (writer) and readers.
+pub struct Keyspace {
+    db: Arc<DB>,
+    revision: AtomicU64,
+    compacted: AtomicU64,
+    hub: WatchHub,
+}
+
+impl Keyspace {
+    pub fn open(db: Arc<DB>, watch_buffer_events_max: usize) -> Result<Self, KeyspaceError> {
+        let keyspace = Keyspace {
+            db,
+            revision: AtomicU64::new(0),
+            compacted: AtomicU64::new(0),
+            hub: WatchHub::new(watch_buffer_events_max),
+        };
+        keyspace.reload()?;
+        Ok(keyspace)
+    }
+
+    /// Re-reads the revision counters from disk (after open or a snapshot install).
+    pub fn reload(&self) -> Result<(), KeyspaceError> {
+        let revision = self.read_sm_u64(SM_REVISION)?;
+        let compacted = self.read_sm_u64(SM_COMPACTED)?;
+        self.revision.store(revision, Ordering::SeqCst);
+        self.compacted.store(compacted, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_sm_u64(&self, key: &[u8]) -> Result<u64, KeyspaceError> {
+        match self.db.get_cf(cf(&self.db, CF_SM), key)? {
+            Some(bytes) => Ok(read_u64("state machine counter", &bytes)?),
+            None => Ok(0),
+        }
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    pub fn hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// The revision of the last applied write (0 before the first).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    /// Revisions below this are gone from history.
+    pub fn compacted(&self) -> u64 {
+        self.compacted.load(Ordering::SeqCst)
+    }
+
+    /// Publishes a write already on disk: moves the revision and tells the watchers, in one
+    /// step under the hub's lock so that a watcher registering concurrently sees each event
+    /// exactly once (from disk or live).
+    pub fn publish(&self, revision: u64, events: Vec<Event>) {
+        self.hub.publish(events, || {
+            self.revision.store(revision, Ordering::SeqCst);
+        });
+    }
+
+    pub fn set_compacted(&self, compacted: u64) {
+        self.compacted.store(compacted, Ordering::SeqCst);
+    }
+
+    /// The newest version of `key` at or below `revision`, tombstones included.
+    fn version_at(
+        &self,
+        key: &[u8],
+        revision: u64,
+    ) -> Result<Option<(u64, Version)>, KeyspaceError> {
+        let seek = mvcc_key(key, revision);
+        let mut iter = self.db.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(&seek, Direction::Reverse),
+        );
+        let Some(item) = iter.next() else {
+            return Ok(None);
+        };
+        let (raw_key, raw_value) = item?;
+        if !raw_key.starts_with(&mvcc_prefix(key)) {
+            return Ok(None);
+        }
+        let (_, mod_revision) = split_mvcc_key(&raw_key)?;
+        let version: Version = decode("mvcc version", &raw_value)?;
+        Ok(Some((mod_revision, version)))
+    }
+
+    /// The live value of `key` at `revision`.
+    fn get_at(&self, key: &[u8], revision: u64) -> Result<Option<KeyValue>, KeyspaceError> {
+        Ok(self
+            .version_at(key, revision)?
+            .and_then(|(mod_revision, v)| to_kv(key.to_vec(), mod_revision, v)))
+    }
+
+    /// Builds the write of a transaction on top of the current revision. Deterministic: reads
+    /// only the store, never the clock.
+    pub fn apply_txn(&self, txn: &Txn) -> Result<TxnOutcome, KeyspaceError> {
+        let current = self.revision();
+        let mut succeeded = true;
+        for compare in &txn.compare {
+            let kv = self.get_at(&compare.key, current)?;
+            let holds = match (compare.check, &kv) {
+                (Check::ModRevision(rev), Some(kv)) => kv.mod_revision == rev,
+                (Check::ModRevision(_), None) => false,
+                (Check::Version(v), kv) => kv.as_ref().map_or(0, |kv| kv.version) == v,
+                (Check::Absent, kv) => kv.is_none(),
+                (Check::Present, kv) => kv.is_some(),
+            };
+            if !holds {
+                succeeded = false;
+                break;
+            }
+        }
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+
+        let new_revision = current + 1;
+        let mut batch = WriteBatch::default();
+        let mut events = Vec::new();
+        let mut results = Vec::with_capacity(branch.len());
+        // What this transaction has written so far, for its own later `Get`s.
+        let mut written: HashMap<&[u8], Option<KeyValue>> = HashMap::new();
+        let mut sub: u32 = 0;
+        for op in branch {
+            match op {
+                Op::Get { key } => {
+                    let kv = match written.get(key.as_slice()) {
+                        Some(kv) => kv.clone(),
+                        None => self.get_at(key, current)?,
+                    };
+                    results.push(OpResult::Get { kv });
+                }
+                Op::Put { key, value } => {
+                    let prev = self.get_at(key, current)?;
+                    let version = Version {
+                        create_revision: prev.as_ref().map_or(new_revision, |p| p.create_revision),
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        value: Some(value.clone()),
+                    };
+                    batch.put_cf(
+                        cf(&self.db, CF_KV),
+                        mvcc_key(key, new_revision),
+                        encode(&version),
+                    );
+                    batch.put_cf(cf(&self.db, CF_REVS), rev_key(new_revision, sub), key);
+                    sub += 1;
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: version.create_revision,
+                        mod_revision: new_revision,
+                        version: version.version,
+                    };
+                    events.push(Event {
+                        kind: EventKind::Put,
+                        kv: kv.clone(),
+                        prev: prev.clone(),
+                    });
+                    written.insert(key, Some(kv));
+                    results.push(OpResult::Put { prev });
+                }
+                Op::Delete { key } => {
+                    let prev = self.get_at(key, current)?;
+                    if let Some(prev) = &prev {
+                        let tombstone = Version {
+                            create_revision: 0,
+                            version: 0,
+                            value: None,
+                        };
+                        batch.put_cf(
+                            cf(&self.db, CF_KV),
+                            mvcc_key(key, new_revision),
+                            encode(&tombstone),
+                        );
+                        batch.put_cf(cf(&self.db, CF_REVS), rev_key(new_revision, sub), key);
+                        sub += 1;
+                        events.push(Event {
+                            kind: EventKind::Delete,
+                            kv: deleted_kv(key.clone(), new_revision),
+                            prev: Some(prev.clone()),
+                        });
+                    }
+                    written.insert(key, None);
+                    results.push(OpResult::Delete { prev });
+                }
+            }
+        }
+        let revision = if sub > 0 {
+            batch.put_cf(cf(&self.db, CF_SM), SM_REVISION, new_revision.to_be_bytes());
+            new_revision
+        } else {
+            current
+        };
+        Ok(TxnOutcome {
+            response: TxnResponse {
+                succeeded,
+                revision,
+                results,
+            },
+            batch,
+            events,
+        })
+    }
+
+    /// Adds to `batch` the removal of history below `compact_to`: every version that a newer
+    /// version at or below `compact_to` hides, every deletion below it, and the revision index
+    /// below it. The newest live version of each key below `compact_to` stays.
+    pub fn compact_into(
+        &self,
+        compact_to: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), KeyspaceError> {
+        let kv_cf = cf(&self.db, CF_KV);
+        let revs_cf = cf(&self.db, CF_REVS);
+        let end = rev_key(compact_to, 0);
+        for item in self.db.iterator_cf(revs_cf, IteratorMode::Start) {
+            let (raw_rev, user_key) = item?;
+            if raw_rev.as_ref() >= end.as_slice() {
+                break;
+            }
+            let (revision, _) = split_rev_key(&raw_rev)?;
+            // Everything older than this version of the key is hidden by it.
+            let from = mvcc_key(&user_key, 0);
+            let to = mvcc_key(&user_key, revision);
+            for older in self
+                .db
+                .iterator_cf(kv_cf, IteratorMode::From(&from, Direction::Forward))
+            {
+                let (raw_key, _) = older?;
+                if raw_key.as_ref() >= to.as_slice() {
+                    break;
+                }
+                batch.delete_cf(kv_cf, raw_key);
+            }
+            if let Some((mod_revision, version)) = self.version_at(&user_key, revision)? {
+                if mod_revision == revision && version.value.is_none() {
+                    batch.delete_cf(kv_cf, &to);
+                }
+            }
+            batch.delete_cf(revs_cf, raw_rev);
+        }
+        batch.put_cf(cf(&self.db, CF_SM), SM_COMPACTED, compact_to.to_be_bytes());
+        Ok(())
+    }
+
+    fn check_readable(&self, revision: u64) -> Result<u64, KeyspaceError> {
+        let current = self.revision();
+        let revision = if revision == 0 { current } else { revision };
+        if revision > current {
+            return Err(KeyspaceError::FutureRevision {
+                requested: revision,
+                current,
+            });
+        }
+        let compacted = self.compacted();
+        if revision < compacted {
+            return Err(KeyspaceError::Compacted {
+                requested: revision,
+                compacted,
+            });
+        }
+        Ok(revision)
+    }
+
+    /// The live keys of `range` at `revision` (0: current), at most `limit` (0: the cap).
+    /// Returns the keys, the revision read at, and where the next page starts.
+    pub fn range(
+        &self,
+        range: &KeyRange,
+        revision: u64,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, u64, Option<Vec<u8>>), KeyspaceError> {
+        let revision = self.check_readable(revision)?;
+        let limit = if limit == 0 {
+            RANGE_KEYS_MAX
+        } else {
+            limit.min(RANGE_KEYS_MAX)
+        };
+        let seek = mvcc_seek(&range.start);
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(&seek, Direction::Forward),
+        );
+        let mut kvs = Vec::new();
+        let mut next_key = None;
+        // The newest version at or below `revision` of the key being scanned.
+        let mut current: Option<(Vec<u8>, Option<(u64, Version)>)> = None;
+        let emit = |key: Vec<u8>, best: Option<(u64, Version)>, kvs: &mut Vec<KeyValue>| {
+            if let Some(kv) = best.and_then(|(mod_revision, v)| to_kv(key, mod_revision, v)) {
+                kvs.push(kv);
+            }
+        };
+        for item in iter {
+            let (raw_key, raw_value) = item?;
+            let (key, mod_revision) = split_mvcc_key(&raw_key)?;
+            if !range.contains(&key) {
+                if key.as_slice() < range.start.as_slice() {
+                    continue;
+                }
+                break;
+            }
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                if let Some((k, best)) = current.take() {
+                    emit(k, best, &mut kvs);
+                }
+                if kvs.len() == limit {
+                    // Another key follows; the page is full only if that key is live, which
+                    // the next page will tell. Start there.
+                    next_key = Some(key);
+                    break;
+                }
+                current = Some((key, None));
+            }
+            if mod_revision <= revision {
+                let version: Version = decode("mvcc version", &raw_value)?;
+                if let Some((_, best)) = current.as_mut() {
+                    *best = Some((mod_revision, version));
+                }
+            }
+        }
+        if let Some((k, best)) = current.take() {
+            emit(k, best, &mut kvs);
+        }
+        // Compaction may have run during the scan and removed versions it needed.
+        self.check_readable(revision)?;
+        Ok((kvs, revision, next_key))
+    }
+
+    /// The changes in `range` from revision `from` through `to`, at most `max` of them, in
+    /// revision order. Returns them and the revision to continue from.
+    pub fn events(
+        &self,
+        range: &KeyRange,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<(Vec<Event>, u64), KeyspaceError> {
+        let compacted = self.compacted();
+        if from < compacted {
+            return Err(KeyspaceError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        let start = rev_key(from, 0);
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_REVS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut events = Vec::new();
+        let mut next = to.saturating_add(1);
+        for item in iter {
+            let (raw_rev, user_key) = item?;
+            let (revision, _) = split_rev_key(&raw_rev)?;
+            if revision > to {
+                break;
+            }
+            if events.len() >= max {
+                // Stop at a revision boundary so a transaction is never split across pages.
+                if events
+                    .last()
+                    .is_some_and(|e: &Event| e.kv.mod_revision != revision)
+                {
+                    next = revision;
+                    break;
+                }
+            }
+            if !range.contains(&user_key) {
+                continue;
+            }
+            let Some((mod_revision, version)) = self.version_at(&user_key, revision)? else {
+                continue;
+            };
+            if mod_revision != revision {
+                // Only a compaction past `from` removes a version we are reading.
+                return Err(KeyspaceError::Compacted {
+                    requested: from,
+                    compacted: self.compacted(),
+                });
+            }
+            let prev = match revision.checked_sub(1) {
+                Some(before) => self.get_at(&user_key, before)?,
+                None => None,
+            };
+            let event = match to_kv(user_key.to_vec(), mod_revision, version) {
+                Some(kv) => Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev,
+                },
+                None => Event {
+                    kind: EventKind::Delete,
+                    kv: deleted_kv(user_key.to_vec(), revision),
+                    prev,
+                },
+            };
+            events.push(event);
+        }
+        let compacted = self.compacted();
+        if from < compacted {
+            return Err(KeyspaceError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        Ok((events, next))
+    }
+}
+
+fn to_kv(key: Vec<u8>, mod_revision: u64, version: Version) -> Option<KeyValue> {
+    version.value.map(|value| KeyValue {
+        key,
+        value,
+        create_revision: version.create_revision,
+        mod_revision,
+        version: version.version,
+    })
+}
+
+fn deleted_kv(key: Vec<u8>, revision: u64) -> KeyValue {
+    KeyValue {
+        key,
+        value: Vec::new(),
+        create_revision: 0,
+        mod_revision: revision,
+        version: 0,
+    }
+}

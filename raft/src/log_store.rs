@@ -1,0 +1,215 @@
+//! The Raft log, vote, committed and purged ids on RocksDB (openraft's `RaftLogStorage`).
+//!
+//! Durability: appended entries go to RocksDB's WAL at once (so readers see them) and a
+//! dedicated sync thread fsyncs the WAL before it reports them flushed to Raft. Appends that
+//! arrive while a sync runs share the next one (group commit). Votes are written synced.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::codec::{decode, encode, read_u64, u64_key};
+use crate::db::{cf, CF_COMMITTED, CF_LOG, CF_PURGED, CF_VOTE};
+use crate::types::{MemberId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<MemberId>>;
+
+/// How many appends may wait for one fsync before `append` itself waits.
+const PENDING_SYNCS_MAX: usize = 4096;
+
+/// The log side of a member's storage. Cheap to clone: clones share the database and the
+/// sync thread.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    sync: SyncSender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> Self {
+        let (sync, pending) = mpsc::sync_channel(PENDING_SYNCS_MAX);
+        let sync_db = db.clone();
+        thread::Builder::new()
+            .name("raft-log-sync".to_string())
+            .spawn(move || sync_loop(&sync_db, &pending))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the log sync thread: {e}"));
+        LogStore { db, sync }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        family: &'static str,
+    ) -> Result<Option<T>, StorageIOError<MemberId>> {
+        let bytes = self
+            .db
+            .get_cf(cf(&self.db, family), family)
+            .map_err(|e| StorageIOError::read(&e))?;
+        bytes
+            .map(|b| decode(family, &b))
+            .transpose()
+            .map_err(|e| StorageIOError::read(&e))
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        family: &'static str,
+        value: &T,
+        sync: bool,
+    ) -> Result<(), rocksdb::Error> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db
+            .put_cf_opt(cf(&self.db, family), family, encode(value), &options)
+    }
+
+    fn last_entry_id(&self) -> StorageResult<Option<LogId<MemberId>>> {
+        let mut iter = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry<TypeConfig> =
+                    decode("log entry", &value).map_err(|e| StorageIOError::read_logs(&e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+/// Waits for appends, fsyncs the WAL once for all that are waiting, then reports them.
+fn sync_loop(db: &DB, pending: &Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        batch.extend(pending.try_iter().take(PENDING_SYNCS_MAX));
+        let result = db.flush_wal(true);
+        for callback in batch {
+            let result = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::other(format!(
+                    "fsync of the raft log failed: {e}"
+                ))),
+            };
+            callback.log_io_completed(result);
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let from = u64_key(start);
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_LOG),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut entries = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let index = read_u64("log index", &key).map_err(|e| StorageIOError::read_logs(&e))?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<TypeConfig> = decode("log entry", &value)
+                .map_err(|e| StorageIOError::read_log_at_index(index, &e))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<MemberId>> = self.read_meta(CF_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<MemberId>) -> StorageResult<()> {
+        self.write_meta(CF_VOTE, vote, true)
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<MemberId>>> {
+        self.read_meta(CF_VOTE)
+            .map_err(|_| StorageIOError::read_vote(&io::Error::other("corrupt vote")).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<MemberId>>) -> StorageResult<()> {
+        // Not synced: a committed id lost in a crash is learned again from the leader.
+        self.write_meta(CF_COMMITTED, &committed, false)
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<MemberId>>> {
+        Ok(self
+            .read_meta::<Option<LogId<MemberId>>>(CF_COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log = cf(&self.db, CF_LOG);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(log, u64_key(entry.log_id.index), encode(&entry));
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync.send(callback).map_err(|_| {
+            StorageIOError::write_logs(&io::Error::other("the log sync thread has stopped"))
+        })?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<MemberId>) -> StorageResult<()> {
+        self.db
+            .delete_range_cf(
+                cf(&self.db, CF_LOG),
+                u64_key(log_id.index),
+                u64_key(u64::MAX),
+            )
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<MemberId>) -> StorageResult<()> {
+        // Record the purge point first: a crash between the two leaves extra entries, which
+        // openraft tolerates, never a gap.
+        self.write_meta(CF_PURGED, &log_id, true)
+            .map_err(|e| StorageIOError::write(&e))?;
+        self.db
+            .delete_range_cf(
+                cf(&self.db, CF_LOG),
+                u64_key(0),
+                u64_key(log_id.index.saturating_add(1)),
+            )
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}

@@ -1,0 +1,60 @@
+//! The messages members exchange over QUIC, and that clients send to members: one request
+//! frame per stream, answered by one response frame (a watch by a frame per batch).
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResponse, Event, RangeRequest, RangeResponse, WatchRequest};
+use crate::error::WireError;
+use crate::status::StoreStatus;
+use crate::types::{Member, MemberId, TypeConfig};
+
+/// How many times a request may be forwarded towards the leader before it is refused.
+pub(crate) const FORWARD_HOPS_MAX: u8 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<MemberId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A replicated write, from a client or forwarded by a follower.
+    Write {
+        command: Command,
+        hops: u8,
+    },
+    Range {
+        request: RangeRequest,
+        hops: u8,
+    },
+    Watch(WatchRequest),
+    Status,
+    AddMember {
+        member: Member,
+        hops: u8,
+    },
+    RemoveMember {
+        name: String,
+        hops: u8,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<MemberId>, RaftError<MemberId>>),
+    Vote(Result<VoteResponse<MemberId>, RaftError<MemberId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<MemberId>, RaftError<MemberId, InstallSnapshotError>>,
+    ),
+    Write(Result<CommandResponse, WireError>),
+    Range(Result<RangeResponse, WireError>),
+    /// One batch of a watch; an error ends the stream.
+    Watch(Result<Vec<Event>, WireError>),
+    Status(Result<StoreStatus, WireError>),
+    Membership(Result<(), WireError>),
+    /// The request could not be understood or was not allowed.
+    Refused(WireError),
+}

@@ -1,0 +1,322 @@
+//! The replicated state machine (openraft's `RaftStateMachine`): applies committed commands to
+//! the [`Keyspace`], builds and installs snapshots.
+//!
+//! Architecture invariant: applying is deterministic. It reads only the store and the entry,
+//! never the clock or a random source, so every member reaches the same revision and bytes.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
+};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode, encode};
+use crate::command::{Command, CommandResponse};
+use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
+use crate::keyspace::{Keyspace, SM_APPLIED, SM_MEMBERSHIP};
+use crate::types::{Member, MemberId, TypeConfig};
+use crate::watch::WatchError;
+
+type StorageResult<T> = Result<T, StorageError<MemberId>>;
+type Membership = StoredMembership<MemberId, Member>;
+
+/// The raw contents of the state machine's column families at one applied log id.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    kv: Vec<(Vec<u8>, Vec<u8>)>,
+    revs: Vec<(Vec<u8>, Vec<u8>)>,
+    sm: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The snapshot file: its meta and the payload bytes.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<MemberId, Member>,
+    data: Vec<u8>,
+}
+
+pub struct StateMachineStore {
+    keyspace: Arc<Keyspace>,
+    snapshot_path: PathBuf,
+    snapshot_seq: Arc<AtomicU64>,
+    applied: Option<LogId<MemberId>>,
+    membership: Membership,
+}
+
+pub struct SnapshotBuilder {
+    keyspace: Arc<Keyspace>,
+    snapshot_path: PathBuf,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine over `keyspace`; the current snapshot is kept in `snapshot_path`.
+    pub fn open(keyspace: Arc<Keyspace>, snapshot_path: PathBuf) -> StorageResult<Self> {
+        let db = keyspace.db();
+        let sm = cf(db, CF_SM);
+        let read = |key: &[u8]| {
+            db.get_cf(sm, key)
+                .map_err(|e| StorageIOError::read_state_machine(&e))
+        };
+        let applied = match read(SM_APPLIED)? {
+            Some(bytes) => decode("applied log id", &bytes)
+                .map_err(|e| StorageIOError::read_state_machine(&e))?,
+            None => None,
+        };
+        let membership = match read(SM_MEMBERSHIP)? {
+            Some(bytes) => {
+                decode("membership", &bytes).map_err(|e| StorageIOError::read_state_machine(&e))?
+            }
+            None => Membership::default(),
+        };
+        Ok(StateMachineStore {
+            keyspace,
+            snapshot_path,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+            applied,
+            membership,
+        })
+    }
+
+    pub fn keyspace(&self) -> &Arc<Keyspace> {
+        &self.keyspace
+    }
+
+    fn apply_one(&mut self, entry: Entry<TypeConfig>) -> StorageResult<CommandResponse> {
+        let db = self.keyspace.db().clone();
+        let log_id = entry.log_id;
+        let apply_error = |e: &dyn std::fmt::Display| {
+            StorageError::from(StorageIOError::apply(
+                log_id,
+                &std::io::Error::other(e.to_string()),
+            ))
+        };
+        let mut batch = WriteBatch::default();
+        let mut publish = None;
+        let mut compacted = None;
+        let response = match entry.payload {
+            EntryPayload::Blank => CommandResponse::None,
+            EntryPayload::Membership(membership) => {
+                self.membership = StoredMembership::new(Some(log_id), membership);
+                batch.put_cf(cf(&db, CF_SM), SM_MEMBERSHIP, encode(&self.membership));
+                CommandResponse::None
+            }
+            EntryPayload::Normal(Command::Txn(txn)) => match txn.validate() {
+                Err(reason) => CommandResponse::Rejected { reason },
+                Ok(()) => {
+                    let outcome = self.keyspace.apply_txn(&txn).map_err(|e| apply_error(&e))?;
+                    batch = outcome.batch;
+                    publish = Some((outcome.response.revision, outcome.events));
+                    CommandResponse::Txn(outcome.response)
+                }
+            },
+            EntryPayload::Normal(Command::Compact { revision }) => {
+                let current = self.keyspace.revision();
+                let before = self.keyspace.compacted();
+                if revision > current {
+                    CommandResponse::Rejected {
+                        reason: format!(
+                            "cannot compact to revision {revision}: the current revision is {current}"
+                        ),
+                    }
+                } else if revision <= before {
+                    CommandResponse::Compacted { compacted: before }
+                } else {
+                    self.keyspace
+                        .compact_into(revision, &mut batch)
+                        .map_err(|e| apply_error(&e))?;
+                    compacted = Some(revision);
+                    CommandResponse::Compacted {
+                        compacted: revision,
+                    }
+                }
+            }
+        };
+        self.applied = Some(log_id);
+        batch.put_cf(cf(&db, CF_SM), SM_APPLIED, encode(&self.applied));
+        // Not synced: the log is, and a crash re-applies from the last applied id on disk.
+        db.write(batch).map_err(|e| apply_error(&e))?;
+        if let Some(compacted) = compacted {
+            self.keyspace.set_compacted(compacted);
+        }
+        if let Some((revision, events)) = publish {
+            self.keyspace.publish(revision, events);
+        }
+        Ok(response)
+    }
+}
+
+fn snapshot_error(
+    meta: Option<&SnapshotMeta<MemberId, Member>>,
+    e: impl std::fmt::Display,
+) -> StorageError<MemberId> {
+    StorageIOError::write_snapshot(
+        meta.map(|m| m.signature()),
+        &std::io::Error::other(e.to_string()),
+    )
+    .into()
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_snapshot_file(path: &Path) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+    };
+    let stored: StoredSnapshot =
+        decode("snapshot file", &bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    Ok(Some(Snapshot {
+        meta: stored.meta,
+        snapshot: Box::new(Cursor::new(stored.data)),
+    }))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let db = self.keyspace.db().clone();
+        let view = db.snapshot();
+        let dump = |family: &'static str| -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            view.iterator_cf(cf(&db, family), IteratorMode::Start)
+                .map(|item| {
+                    item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(|e| StorageIOError::read_state_machine(&e).into())
+                })
+                .collect()
+        };
+        let payload = SnapshotPayload {
+            kv: dump(CF_KV)?,
+            revs: dump(CF_REVS)?,
+            sm: dump(CF_SM)?,
+        };
+        drop(view);
+        let find = |key: &[u8]| payload.sm.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let last_log_id: Option<LogId<MemberId>> = match find(SM_APPLIED) {
+            Some(bytes) => decode("applied log id", bytes).map_err(|e| snapshot_error(None, e))?,
+            None => None,
+        };
+        let last_membership: Membership = match find(SM_MEMBERSHIP) {
+            Some(bytes) => decode("membership", bytes).map_err(|e| snapshot_error(None, e))?,
+            None => Membership::default(),
+        };
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::SeqCst);
+        let meta = SnapshotMeta {
+            snapshot_id: format!(
+                "{}-{}-{seq}",
+                last_log_id.map_or(0, |id| id.index),
+                self.keyspace.revision()
+            ),
+            last_log_id,
+            last_membership,
+        };
+        let data = encode(&payload);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        write_atomically(&self.snapshot_path, &encode(&stored))
+            .map_err(|e| snapshot_error(Some(&meta), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<MemberId>>, Membership)> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        entries.into_iter().map(|e| self.apply_one(e)).collect()
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            keyspace: self.keyspace.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<MemberId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload =
+            decode("snapshot payload", &data).map_err(|e| snapshot_error(Some(meta), e))?;
+        let db = self.keyspace.db().clone();
+        let mut batch = WriteBatch::default();
+        for (family, rows) in [
+            (CF_KV, &payload.kv),
+            (CF_REVS, &payload.revs),
+            (CF_SM, &payload.sm),
+        ] {
+            let handle = cf(&db, family);
+            for item in db.iterator_cf(handle, IteratorMode::Start) {
+                let (key, _) = item.map_err(|e| snapshot_error(Some(meta), e))?;
+                batch.delete_cf(handle, key);
+            }
+            for (key, value) in rows {
+                batch.put_cf(handle, key, value);
+            }
+        }
+        let sm = cf(&db, CF_SM);
+        batch.put_cf(sm, SM_APPLIED, encode(&meta.last_log_id));
+        batch.put_cf(sm, SM_MEMBERSHIP, encode(&meta.last_membership));
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        db.write_opt(batch, &options)
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.keyspace
+            .reload()
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+        // Live watchers missed the changes the snapshot carried; they must watch again.
+        self.keyspace.hub().end_all(WatchError::Reset);
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        write_atomically(&self.snapshot_path, &encode(&stored))
+            .map_err(|e| snapshot_error(Some(meta), e))?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        read_snapshot_file(&self.snapshot_path)
+    }
+}

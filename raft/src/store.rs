@@ -1,0 +1,757 @@
+//! A store member: the Raft node, its storage and keyspace, the QUIC service it answers peers
+//! and clients with, bootstrap from the `--peers` list, and the leader's compactor.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, Config, Raft, SnapshotPolicy};
+use tokio::task::JoinHandle;
+
+use crate::command::{
+    Command, CommandResponse, Consistency, RangeRequest, RangeResponse, Txn, TxnResponse,
+    WatchRequest,
+};
+use crate::db;
+use crate::error::StoreError;
+use crate::keyspace::Keyspace;
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::protocol::{PeerRequest, PeerResponse, FORWARD_HOPS_MAX};
+use crate::state_machine::StateMachineStore;
+use crate::status::{MemberStatus, StoreStatus};
+use crate::transport::{Handler, Reply, Transport, TransportError};
+use crate::types::{member_id, Member, MemberId, TypeConfig};
+use crate::watch::{WatchError, WatchStream};
+
+/// How a member runs. [`StoreConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This member's name, unique in the cluster.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The UDP address QUIC listens on.
+    pub listen: SocketAddr,
+    /// The address other members reach this one at (default: `listen`).
+    pub advertise: String,
+    /// The initial members, the same list on every member; empty for a single member.
+    pub peers: Vec<Member>,
+    /// The cluster token every member and client proves knowledge of.
+    pub token: String,
+    /// How much history (for watches and reads at old revisions) the leader keeps.
+    pub history_window: Duration,
+    /// How often the leader considers compacting.
+    pub compaction_interval: Duration,
+    /// How many events a watcher may fall behind before it is cut off.
+    pub watch_buffer_events_max: usize,
+    /// How long a write may wait to commit before its outcome is reported unknown.
+    pub write_timeout: Duration,
+    /// Applied entries between snapshots.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the last snapshot, for followers slightly behind.
+    pub logs_kept_after_snapshot: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+impl StoreConfig {
+    pub fn new(name: &str, data_dir: &Path, listen: SocketAddr, token: &str) -> Self {
+        StoreConfig {
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            advertise: listen.to_string(),
+            peers: Vec::new(),
+            token: token.to_string(),
+            history_window: Duration::from_secs(300),
+            compaction_interval: Duration::from_secs(30),
+            watch_buffer_events_max: 10_000,
+            write_timeout: Duration::from_secs(10),
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            heartbeat_interval_ms: 150,
+        }
+    }
+
+    /// This member's slot: its position in the sorted `--peers` list, or one derived from its
+    /// id past the list. Slots give members disjoint election timeout ranges, because openraft
+    /// draws a member's timeout once per process and equal draws can split votes forever.
+    fn election_slot(&self) -> u64 {
+        let mut names: Vec<&str> = self.peers.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        match names.iter().position(|n| *n == self.name) {
+            Some(i) => i as u64,
+            None => names.len() as u64 + member_id(&self.name) % 4,
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config, StoreError> {
+        let heartbeat = self.heartbeat_interval_ms.max(10);
+        let min = heartbeat * 4 + self.election_slot() * heartbeat * 3 / 2;
+        let config = Config {
+            cluster_name: "keelson".to_string(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: min,
+            election_timeout_max: min + heartbeat,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last.max(1)),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            purge_batch_size: 64,
+            max_payload_entries: 256,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| StoreError::Invalid(format!("raft configuration: {e}")))
+    }
+}
+
+/// A running store member. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: MemberId,
+    config: StoreConfig,
+    raft: Raft<TypeConfig>,
+    keyspace: Arc<Keyspace>,
+    transport: Arc<Transport>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closing: AtomicBool,
+}
+
+/// Answers peers and clients on this member's QUIC endpoint.
+struct Service {
+    store: Store,
+}
+
+impl Store {
+    /// Opens the member's directory, joins the cluster and starts serving peers.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let storage_error = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Storage(format!("{what} in {}: {e}", config.data_dir.display()))
+        };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| storage_error("cannot create the data directory", &e))?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let db = db::open(&config.data_dir.join("db"))
+            .map_err(|e| storage_error("cannot open the database", &e))?;
+        let keyspace = Arc::new(
+            Keyspace::open(db.clone(), config.watch_buffer_events_max)
+                .map_err(|e| storage_error("cannot read the keyspace", &e))?,
+        );
+        let log_store = LogStore::new(db);
+        let state_machine =
+            StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
+                .map_err(|e| storage_error("cannot read the state machine", &e))?;
+        let transport = Arc::new(
+            Transport::bind_server(config.listen, &config.token).map_err(StoreError::Invalid)?,
+        );
+        let id = member_id(&config.name);
+        let raft = Raft::new(
+            id,
+            raft_config,
+            Network::new(transport.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| storage_error("cannot start raft", &e))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                id,
+                config,
+                raft,
+                keyspace,
+                transport: transport.clone(),
+                tasks: Mutex::new(Vec::new()),
+                closing: AtomicBool::new(false),
+            }),
+        };
+        let service = Arc::new(Service {
+            store: store.clone(),
+        });
+        let serve = tokio::spawn(transport.serve(service));
+        let bootstrap = tokio::spawn(store.clone().bootstrap());
+        let compactor = tokio::spawn(store.clone().compactor());
+        store.lock_tasks().extend([serve, bootstrap, compactor]);
+        tracing::info!(name = %store.inner.config.name, id, "store member started");
+        Ok(store)
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn id(&self) -> MemberId {
+        self.inner.id
+    }
+
+    /// The UDP address the member serves QUIC on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.transport.local_addr()
+    }
+
+    /// The member's keyspace for local (serializable) reads and watches.
+    pub fn keyspace(&self) -> &Arc<Keyspace> {
+        &self.inner.keyspace
+    }
+
+    fn me(&self) -> Member {
+        Member {
+            name: self.inner.config.name.clone(),
+            addr: self.inner.config.advertise.clone(),
+        }
+    }
+
+    /// Initializes the cluster if this member is the first of the `--peers` list (by name),
+    /// has no state of its own, and no reachable peer has any.
+    async fn bootstrap(self) {
+        let mut members = self.inner.config.peers.clone();
+        if !members.iter().any(|m| m.name == self.inner.config.name) {
+            if !members.is_empty() {
+                // Not in the initial list: this member joins when a leader adds it.
+                return;
+            }
+            members.push(self.me());
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        if members[0].name != self.inner.config.name {
+            return;
+        }
+        match self.inner.raft.is_initialized().await {
+            Ok(false) => {}
+            _ => return,
+        }
+        for member in members.iter().filter(|m| m.name != self.inner.config.name) {
+            let status = self
+                .inner
+                .transport
+                .call(&member.addr, &PeerRequest::Status, Duration::from_secs(1))
+                .await;
+            if let Ok(PeerResponse::Status(Ok(status))) = status {
+                if status.initialized {
+                    tracing::info!(
+                        peer = %member.name,
+                        "not initializing: a peer already has cluster state; waiting to be added"
+                    );
+                    return;
+                }
+            }
+        }
+        let nodes: BTreeMap<MemberId, Member> = members
+            .into_iter()
+            .map(|m| (member_id(&m.name), m))
+            .collect();
+        match self.inner.raft.initialize(nodes).await {
+            Ok(()) => tracing::info!("initialized the cluster"),
+            Err(e) => tracing::info!("not initializing: {e}"),
+        }
+    }
+
+    /// On the leader, compacts history older than the window, every interval.
+    async fn compactor(self) {
+        let interval = self
+            .inner
+            .config
+            .compaction_interval
+            .max(Duration::from_millis(10));
+        let window = self.inner.config.history_window;
+        let samples_max = (window.as_millis() / interval.as_millis()).max(1) as usize + 2;
+        let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+        loop {
+            tokio::time::sleep(interval).await;
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.leader_id() != Some(self.inner.id) {
+                samples.clear();
+                continue;
+            }
+            let now = Instant::now();
+            samples.push_back((now, self.inner.keyspace.revision()));
+            if samples.len() > samples_max {
+                samples.pop_front();
+            }
+            let mut target = None;
+            while let Some(&(at, revision)) = samples.front() {
+                if now.duration_since(at) < window {
+                    break;
+                }
+                target = Some(revision);
+                samples.pop_front();
+            }
+            if let Some(revision) = target {
+                if revision > self.inner.keyspace.compacted() {
+                    if let Err(e) = self.compact(revision).await {
+                        tracing::warn!(revision, "compaction failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn leader_id(&self) -> Option<MemberId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    fn member_by_id(&self, id: MemberId) -> Option<Member> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.config.write_timeout
+    }
+
+    /// Sends `request` to the leader described by `forward`; `Ok(None)` if it could not be
+    /// delivered (retry), `Err` for an answer that is final.
+    async fn forward(
+        &self,
+        forward: &ForwardToLeader<MemberId, Member>,
+        request: &PeerRequest,
+        deadline: Instant,
+    ) -> Result<Option<PeerResponse>, StoreError> {
+        let Some(leader) = forward
+            .leader_node
+            .clone()
+            .or_else(|| forward.leader_id.and_then(|id| self.member_by_id(id)))
+        else {
+            return Ok(None);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self
+            .inner
+            .transport
+            .call(&leader.addr, request, remaining)
+            .await
+        {
+            Ok(PeerResponse::Refused(e)) => Err(e.into()),
+            Ok(response) => Ok(Some(response)),
+            Err(TransportError::NotSent { .. }) => Ok(None),
+            Err(e @ TransportError::NoAnswer { .. }) => Err(StoreError::Unknown(e.to_string())),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            Err(StoreError::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Replicates `command` through the leader and returns what applying it answered.
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, StoreError> {
+        self.write_hops(command, 0).await
+    }
+
+    async fn write_hops(&self, command: Command, hops: u8) -> Result<CommandResponse, StoreError> {
+        self.check_open()?;
+        if let Command::Txn(txn) = &command {
+            txn.validate().map_err(StoreError::Invalid)?;
+        }
+        let deadline = self.deadline();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(StoreError::NoLeader(
+                    "no leader accepted the write in time; it was not applied".to_string(),
+                ));
+            }
+            let written =
+                tokio::time::timeout(remaining, self.inner.raft.client_write(command.clone()))
+                    .await;
+            let forward = match written {
+                Err(_) => {
+                    return Err(StoreError::Unknown(format!(
+                        "the write did not commit within {:?}",
+                        self.inner.config.write_timeout
+                    )))
+                }
+                Ok(Ok(response)) => return Ok(response.data),
+                // Refused before it was appended, or appended and then truncated: either way
+                // not applied, so it is safe to send again.
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => forward,
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                    return Err(StoreError::Invalid(e.to_string()))
+                }
+                Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::Storage(e.to_string())),
+            };
+            if hops < FORWARD_HOPS_MAX {
+                let request = PeerRequest::Write {
+                    command: command.clone(),
+                    hops: hops + 1,
+                };
+                match self.forward(&forward, &request, deadline).await? {
+                    Some(PeerResponse::Write(result)) => return result.map_err(Into::into),
+                    Some(other) => {
+                        return Err(StoreError::Unknown(format!(
+                            "unexpected answer from the leader: {other:?}"
+                        )))
+                    }
+                    None => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs a transaction.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        match self.write(Command::Txn(txn)).await? {
+            CommandResponse::Txn(response) => Ok(response),
+            CommandResponse::Rejected { reason } => Err(StoreError::Invalid(reason)),
+            other => Err(StoreError::Storage(format!(
+                "unexpected answer to a transaction: {other:?}"
+            ))),
+        }
+    }
+
+    /// Compacts history below `revision`; returns the compacted revision in force.
+    pub async fn compact(&self, revision: u64) -> Result<u64, StoreError> {
+        match self.write(Command::Compact { revision }).await? {
+            CommandResponse::Compacted { compacted } => Ok(compacted),
+            CommandResponse::Rejected { reason } => Err(StoreError::Invalid(reason)),
+            other => Err(StoreError::Storage(format!(
+                "unexpected answer to a compaction: {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads a range; linearizable reads go through the leader's read index.
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        self.range_hops(request, 0).await
+    }
+
+    fn range_local(&self, request: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        let (kvs, revision, next_key) =
+            self.inner
+                .keyspace
+                .range(&request.range, request.revision, request.limit)?;
+        Ok(RangeResponse {
+            kvs,
+            revision,
+            next_key,
+        })
+    }
+
+    async fn range_hops(
+        &self,
+        request: RangeRequest,
+        hops: u8,
+    ) -> Result<RangeResponse, StoreError> {
+        self.check_open()?;
+        if request.consistency == Consistency::Serializable {
+            return self.range_local(&request);
+        }
+        let deadline = self.deadline();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(StoreError::NoLeader(
+                    "no leader confirmed the read in time".to_string(),
+                ));
+            }
+            let checked =
+                tokio::time::timeout(remaining, self.inner.raft.ensure_linearizable()).await;
+            match checked {
+                Err(_) => continue,
+                Ok(Ok(_)) => return self.range_local(&request),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                    if hops < FORWARD_HOPS_MAX {
+                        let forwarded = PeerRequest::Range {
+                            request: request.clone(),
+                            hops: hops + 1,
+                        };
+                        match self.forward(&forward, &forwarded, deadline).await {
+                            Ok(Some(PeerResponse::Range(result))) => {
+                                return result.map_err(Into::into)
+                            }
+                            Ok(Some(other)) => {
+                                return Err(StoreError::Unavailable(format!(
+                                    "unexpected answer from the leader: {other:?}"
+                                )))
+                            }
+                            Ok(None) => {}
+                            // A read has no effect: an unanswered one can be tried again.
+                            Err(StoreError::Unknown(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {}
+                Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::Storage(e.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Watches a range on this member.
+    pub fn watch(&self, request: WatchRequest) -> Result<WatchStream, StoreError> {
+        self.check_open()?;
+        WatchStream::open(self.inner.keyspace.clone(), request).map_err(Into::into)
+    }
+
+    /// Adds a member: first as a learner that catches up (by snapshot if it is far behind),
+    /// then as a voter.
+    pub async fn add_member(&self, member: Member) -> Result<(), StoreError> {
+        self.change_membership(MembershipChange::Add(member), 0)
+            .await
+    }
+
+    /// Removes a member from the voters and the cluster.
+    pub async fn remove_member(&self, name: &str) -> Result<(), StoreError> {
+        self.change_membership(MembershipChange::Remove(name.to_string()), 0)
+            .await
+    }
+
+    async fn change_membership(
+        &self,
+        change: MembershipChange,
+        hops: u8,
+    ) -> Result<(), StoreError> {
+        self.check_open()?;
+        let raft = &self.inner.raft;
+        let result = match &change {
+            MembershipChange::Add(member) => {
+                let id = member_id(&member.name);
+                match raft.add_learner(id, member.clone(), true).await {
+                    Ok(_) => raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            MembershipChange::Remove(name) => raft
+                .change_membership(
+                    ChangeMembers::RemoveVoters(BTreeSet::from([member_id(name)])),
+                    false,
+                )
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))
+                if hops < FORWARD_HOPS_MAX =>
+            {
+                let request = match change {
+                    MembershipChange::Add(member) => PeerRequest::AddMember {
+                        member,
+                        hops: hops + 1,
+                    },
+                    MembershipChange::Remove(name) => PeerRequest::RemoveMember {
+                        name,
+                        hops: hops + 1,
+                    },
+                };
+                let deadline = Instant::now() + Duration::from_secs(120);
+                match self.forward(&forward, &request, deadline).await? {
+                    Some(PeerResponse::Membership(result)) => result.map_err(Into::into),
+                    Some(other) => Err(StoreError::Unknown(format!(
+                        "unexpected answer from the leader: {other:?}"
+                    ))),
+                    None => Err(StoreError::NoLeader(
+                        "the leader is unreachable".to_string(),
+                    )),
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(StoreError::NoLeader("no leader known".to_string()))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(StoreError::Invalid(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(StoreError::Storage(e.to_string())),
+        }
+    }
+
+    /// This member's view of itself and the cluster.
+    pub async fn status(&self) -> StoreStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<MemberId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                name: node.name.clone(),
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
+        StoreStatus {
+            name: self.inner.config.name.clone(),
+            leader,
+            term: metrics.current_term,
+            members,
+            initialized: self.inner.raft.is_initialized().await.unwrap_or(false),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            revision: self.inner.keyspace.revision(),
+            compacted_revision: self.inner.keyspace.compacted(),
+            db_size_bytes: dir_size(&self.inner.config.data_dir),
+            watchers: self.inner.keyspace.hub().len(),
+        }
+    }
+
+    /// Waits until this member sees a leader, for at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String, StoreError> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(id) = metrics.borrow().current_leader {
+                    return Ok(id);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StoreError::Shutdown);
+                }
+            }
+        };
+        let id = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| StoreError::NoLeader(format!("no leader after {timeout:?}")))??;
+        Ok(self
+            .member_by_id(id)
+            .map_or_else(|| id.to_string(), |m| m.name))
+    }
+
+    /// Whether this member currently leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader_id() == Some(self.inner.id)
+    }
+
+    /// Stops serving, stops Raft, ends watches and closes the database.
+    pub async fn shutdown(self) {
+        if self.inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.inner.transport.close();
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!("raft did not stop cleanly: {e}");
+        }
+        self.inner.keyspace.hub().end_all(WatchError::Closed);
+        for task in self.lock_tasks().drain(..) {
+            task.abort();
+        }
+        let db = self.inner.keyspace.db().clone();
+        let name = self.inner.config.name.clone();
+        drop(self);
+        // Wait (bounded) for the tasks that still hold the database to let go of it.
+        let mut db = db;
+        for _ in 0..100 {
+            match db::close(db) {
+                Ok(()) => {
+                    tracing::info!(%name, "store member stopped");
+                    return;
+                }
+                Err(still_shared) => db = still_shared,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!(%name, "database still in use after shutdown; left open");
+    }
+}
+
+enum MembershipChange {
+    Add(Member),
+    Remove(String),
+}
+
+/// The bytes of every file below `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl Handler for Service {
+    async fn handle(&self, request: PeerRequest, mut reply: Reply) {
+        let store = &self.store;
+        let raft = &store.inner.raft;
+        let response = match request {
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
+            }
+            PeerRequest::Write { command, hops } => {
+                PeerResponse::Write(store.write_hops(command, hops).await.map_err(Into::into))
+            }
+            PeerRequest::Range { request, hops } => {
+                PeerResponse::Range(store.range_hops(request, hops).await.map_err(Into::into))
+            }
+            PeerRequest::Status => PeerResponse::Status(Ok(store.status().await)),
+            PeerRequest::AddMember { member, hops } => PeerResponse::Membership(
+                store
+                    .change_membership(MembershipChange::Add(member), hops)
+                    .await
+                    .map_err(Into::into),
+            ),
+            PeerRequest::RemoveMember { name, hops } => PeerResponse::Membership(
+                store
+                    .change_membership(MembershipChange::Remove(name), hops)
+                    .await
+                    .map_err(Into::into),
+            ),
+            PeerRequest::Watch(request) => {
+                serve_watch(store, request, &mut reply).await;
+                return;
+            }
+        };
+        if let Err(e) = reply.send(&response).await {
+            tracing::debug!("could not answer a peer: {e}");
+        }
+    }
+}
+
+async fn serve_watch(store: &Store, request: WatchRequest, reply: &mut Reply) {
+    let mut stream = match store.watch(request) {
+        Ok(stream) => stream,
+        Err(e) => {
+            let _ = reply.send(&PeerResponse::Watch(Err(e.into()))).await;
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = reply.stopped() => return,
+        };
+        let Some(batch) = next else { return };
+        let end = batch.is_err();
+        let frame = PeerResponse::Watch(batch.map_err(|e| StoreError::from(e).into()));
+        if reply.send(&frame).await.is_err() || end {
+            return;
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! A 3-member store on loopback QUIC: failover, restart, catch-up by snapshot, partitions,
+//! forwarding and membership changes. Every member is a real RocksDB directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{init_tracing, TestCluster};
+use keelson_raft::{
+    Check, Compare, Consistency, KeyRange, Op, OpResult, RangeRequest, StoreClient, StoreError, Txn,
+};
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+async fn put(client: &StoreClient, key: &str, value: &str) -> Result<u64, StoreError> {
+    client.txn(Txn::put(key, value)).await.map(|r| r.revision)
+}
+
+async fn get(client: &StoreClient, key: &str) -> Option<Vec<u8>> {
+    let response = client
+        .range(RangeRequest::new(KeyRange::key(key)))
+        .await
+        .expect("linearizable read");
+    response.kvs.into_iter().next().map(|kv| kv.value)
+}
+
+/// Every live key and value under `prefix` on member `i`, read locally.
+fn local_dump(cluster: &TestCluster, i: usize, prefix: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let (kvs, _, next) = cluster
+        .store(i)
+        .keyspace()
+        .range(&KeyRange::prefix(prefix), 0, 0)
+        .expect("local range");
+    assert!(next.is_none(), "dump fits one page");
+    kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+}
+
+/// Runs `writers` tasks writing unique keys until `stop` is set; returns the acknowledged keys
+/// and the writes whose outcome is unknown.
+fn spawn_writers(
+    client: StoreClient,
+    writers: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Vec<String>, usize)>> {
+    (0..writers)
+        .map(|w| {
+            let client = client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut unknown = 0;
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let key = format!("/w/{w}/{n:06}");
+                    n += 1;
+                    match put(&client, &key, "v").await {
+                        Ok(_) => acked.push(key),
+                        Err(StoreError::Unknown(_)) => unknown += 1,
+                        Err(_) => {}
+                    }
+                }
+                (acked, unknown)
+            })
+        })
+        .collect()
+}
+
+async fn collect_acked(handles: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>) -> Vec<String> {
+    let mut acked = Vec::new();
+    for handle in handles {
+        let (keys, _) = handle.await.expect("writer");
+        acked.extend(keys);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_and_linearizable_reads_work_through_any_member() {
+    init_tracing();
+    let cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let follower = (leader + 1) % 3;
+
+    // Phase 1: a write sent to a follower is forwarded; a read on another follower sees it.
+    let via_follower = cluster.direct_client(follower);
+    let revision = put(&via_follower, "/a", "1")
+        .await
+        .expect("forwarded write");
+    let other = cluster.direct_client((leader + 2) % 3);
+    assert_eq!(get(&other, "/a").await, Some(b"1".to_vec()));
+
+    // Phase 2: a transaction whose compare fails changes nothing and runs its else branch.
+    let failed = via_follower
+        .txn(Txn {
+            compare: vec![Compare {
+                key: b"/a".to_vec(),
+                check: Check::ModRevision(revision + 100),
+            }],
+            success: vec![Op::put("/a", "2"), Op::put("/b", "2")],
+            failure: vec![Op::get("/a")],
+        })
+        .await
+        .expect("transaction");
+    assert!(!failed.succeeded);
+    assert_eq!(
+        failed.revision, revision,
+        "a failed compare commits no revision"
+    );
+    match &failed.results[..] {
+        [OpResult::Get { kv: Some(kv) }] => {
+            assert_eq!(kv.value, b"1");
+            assert_eq!(kv.mod_revision, revision);
+        }
+        other => panic!("unexpected else results: {other:?}"),
+    }
+    assert_eq!(get(&other, "/a").await, Some(b"1".to_vec()));
+    assert_eq!(get(&other, "/b").await, None);
+
+    // Phase 3: create-if-absent succeeds once.
+    let create = |value: &'static str| Txn {
+        compare: vec![Compare {
+            key: b"/c".to_vec(),
+            check: Check::Absent,
+        }],
+        success: vec![Op::put("/c", value)],
+        failure: vec![],
+    };
+    assert!(other.txn(create("first")).await.unwrap().succeeded);
+    assert!(!via_follower.txn(create("second")).await.unwrap().succeeded);
+    assert_eq!(get(&other, "/c").await, Some(b"first".to_vec()));
+
+    // Phase 4: a serializable read on a follower serves local state.
+    cluster.wait_revision(revision + 1, CATCH_UP).await;
+    let mut local = RangeRequest::new(KeyRange::key("/a"));
+    local.consistency = Consistency::Serializable;
+    let response = via_follower.range(local).await.expect("serializable read");
+    assert_eq!(response.kvs[0].value, b"1");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_leader_loses_no_acknowledged_write() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let old_leader = cluster.leader(LEADER_TIMEOUT).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(cluster.client(), 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Phase 1: stop the leader mid-load.
+    cluster.stop(old_leader).await;
+    let before_failover = Instant::now();
+    let new_leader = cluster.leader(LEADER_TIMEOUT).await;
+    assert_ne!(new_leader, old_leader);
+    tracing::info!("new leader after {:?}", before_failover.elapsed());
+
+    // Phase 2: writes resume on the new leader.
+    let resumed_from = cluster.store(new_leader).keyspace().revision();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = collect_acked(writers).await;
+    assert!(
+        cluster.store(new_leader).keyspace().revision() > resumed_from,
+        "writes resumed after failover"
+    );
+
+    // Phase 3: the old leader restarts from its directory and catches up; every
+    // acknowledged key is on every member.
+    cluster.start_member(old_leader).await;
+    let revision = cluster.store(new_leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    for i in 0..3 {
+        let dump = local_dump(&cluster, i, "/w/");
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| !dump.contains_key(k.as_bytes()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "m{i} lost acknowledged writes: {missing:?}"
+        );
+    }
+    assert!(
+        acked.len() > 10,
+        "the test wrote something ({})",
+        acked.len()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_rejoins_with_all_data() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let follower = (leader + 1) % 3;
+    let client = cluster.client();
+    for n in 0..50 {
+        put(&client, &format!("/r/{n:03}"), "before").await.unwrap();
+    }
+    cluster.stop(follower).await;
+    for n in 50..100 {
+        put(&client, &format!("/r/{n:03}"), "while-down")
+            .await
+            .unwrap();
+    }
+    cluster.start_member(follower).await;
+    let revision = cluster.store(leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    assert_eq!(
+        local_dump(&cluster, follower, "/r/"),
+        local_dump(&cluster, leader, "/r/")
+    );
+    assert_eq!(local_dump(&cluster, follower, "/r/").len(), 100);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_member_readded_catches_up_by_snapshot() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, |config| {
+        config.snapshot_logs_since_last = 20;
+        config.logs_kept_after_snapshot = 0;
+    })
+    .await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let victim = (leader + 1) % 3;
+    let client = cluster.client();
+    for n in 0..120 {
+        put(&client, &format!("/s/{n:03}"), &format!("v{n}"))
+            .await
+            .unwrap();
+    }
+    client
+        .txn(Txn {
+            success: vec![Op::delete("/s/000")],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+
+    // Phase 1: remove the member and wipe its directory.
+    client
+        .remove_member(&cluster.configs[victim].name)
+        .await
+        .expect("remove");
+    cluster.wipe(victim).await;
+    for n in 120..150 {
+        put(&client, &format!("/s/{n:03}"), &format!("v{n}"))
+            .await
+            .unwrap();
+    }
+
+    // Phase 2: start it empty and add it back. The leader has purged its log, so only a
+    // snapshot can bring it up to date.
+    cluster.start_member(victim).await;
+    client
+        .add_member(cluster.member(victim))
+        .await
+        .expect("re-add");
+    let revision = cluster.store(leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    assert_eq!(
+        local_dump(&cluster, victim, "/s/"),
+        local_dump(&cluster, leader, "/s/")
+    );
+    assert_eq!(local_dump(&cluster, victim, "/s/").len(), 149);
+    let status = cluster.store(victim).status().await;
+    assert!(status
+        .members
+        .iter()
+        .any(|m| m.name == cluster.configs[victim].name && m.voter));
+
+    // Phase 3: the history came with the snapshot: the same events replay on both.
+    let replay = |i: usize| {
+        cluster
+            .store(i)
+            .keyspace()
+            .events(&KeyRange::prefix("/s/"), 1, revision, 10_000)
+            .expect("replay")
+            .0
+    };
+    assert_eq!(replay(victim), replay(leader));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_leader_cannot_commit() {
+    init_tracing();
+    let cluster = TestCluster::start(3, |config| {
+        config.write_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let old_leader = cluster.leader(LEADER_TIMEOUT).await;
+    let client = cluster.client();
+    put(&client, "/p/before", "1").await.unwrap();
+
+    // Phase 1: cut the leader off. A write sent to it directly cannot commit, and it cannot
+    // serve a linearizable read.
+    cluster.isolate(old_leader);
+    let isolated = cluster.direct_client(old_leader);
+    let write = put(&isolated, "/p/lost", "x").await;
+    assert!(
+        matches!(write, Err(StoreError::Unknown(_) | StoreError::NoLeader(_))),
+        "isolated leader must not acknowledge: {write:?}"
+    );
+    let read = isolated
+        .range(RangeRequest::new(KeyRange::key("/p/before")))
+        .await;
+    assert!(
+        read.is_err(),
+        "isolated leader must not serve a linearizable read: {read:?}"
+    );
+
+    // Phase 2: the majority elects a new leader and commits.
+    let new_leader = cluster.leader(LEADER_TIMEOUT).await;
+    assert_ne!(new_leader, old_leader);
+    let majority = cluster.direct_client(new_leader);
+    put(&majority, "/p/after", "2")
+        .await
+        .expect("majority commits");
+
+    // Phase 3: after healing, the old leader follows; its unacknowledged write is gone.
+    cluster.heal();
+    let revision = cluster.store(new_leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    for i in 0..3 {
+        let dump = local_dump(&cluster, i, "/p/");
+        assert!(
+            !dump.contains_key(b"/p/lost".as_slice()),
+            "m{i} has the uncommitted write"
+        );
+        assert!(dump.contains_key(b"/p/after".as_slice()));
+    }
+    assert_eq!(get(&isolated, "/p/after").await, Some(b"2".to_vec()));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_are_added_and_removed_while_serving_writes() {
+    init_tracing();
+    let mut cluster = TestCluster::start_with_spares(3, 1, |_| {}).await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(cluster.client(), 3, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Phase 1: add m3 while writes run.
+    cluster.start_member(3).await;
+    let client = cluster.client();
+    client.add_member(cluster.member(3)).await.expect("add m3");
+
+    // Phase 2: remove a member that is not the leader.
+    let removed = (leader + 1) % 3;
+    client
+        .remove_member(&cluster.configs[removed].name)
+        .await
+        .expect("remove");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = collect_acked(writers).await;
+
+    let status = cluster.store(leader).status().await;
+    let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+    assert!(names.contains(&"m3"), "{names:?}");
+    assert!(
+        !names.contains(&cluster.configs[removed].name.as_str()),
+        "{names:?}"
+    );
+    cluster.stop(removed).await;
+
+    let revision = cluster.store(leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    let dump = local_dump(&cluster, 3, "/w/");
+    let missing = acked
+        .iter()
+        .filter(|k| !dump.contains_key(k.as_bytes()))
+        .count();
+    assert_eq!(missing, 0, "the new member has every acknowledged write");
+    assert!(!acked.is_empty());
+    cluster.shutdown().await;
+}

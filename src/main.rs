@@ -1,0 +1,116 @@
+//! `keelson`: one binary that runs a master (a store member, and later the API and the
+//! control loops), a node, or a one-machine cluster, and drives the store from outside.
+
+mod master;
+mod store_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "keelson",
+    version,
+    about = "Kubernetes-style orchestrator in one binary"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEELSON_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a master: a member of the replicated store.
+    Master(master::MasterArgs),
+    /// Run a one-machine cluster with embedded defaults.
+    Up(UpArgs),
+    /// Drive and inspect a store cluster from outside.
+    Store(store_cmd::StoreArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where the cluster keeps its state (default: ~/.keelson/up).
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The HTTPS address of the API (served from the API issue on).
+    #[arg(long, env = "KEELSON_API", default_value = "127.0.0.1:6443")]
+    api: SocketAddr,
+    /// The QUIC address of the store.
+    #[arg(long, env = "KEELSON_PEER", default_value = "127.0.0.1:7400")]
+    peer: SocketAddr,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Master(args) => {
+                init_logging(cli.log_format);
+                master::run(args).await
+            }
+            Command::Up(args) => {
+                init_logging(cli.log_format);
+                let data_dir = match args.data_dir {
+                    Some(dir) => dir,
+                    None => std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from("."))
+                        .join(".keelson/up"),
+                };
+                master::run(master::MasterArgs::single(
+                    "up", data_dir, args.api, args.peer,
+                ))
+                .await
+            }
+            Command::Store(args) => store_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `keelson master`: runs a store member until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use keelson_raft::{Member, Store, StoreConfig};
+use rand::RngCore;
+
+#[derive(clap::Args)]
+pub(crate) struct MasterArgs {
+    /// This master's name, unique in the cluster.
+    #[arg(long, env = "KEELSON_NAME")]
+    name: String,
+    /// Where this master keeps its state.
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The HTTPS address users and nodes reach (served from the API issue on).
+    #[arg(long, env = "KEELSON_API", default_value = "127.0.0.1:6443")]
+    api: SocketAddr,
+    /// The QUIC address other masters (and nodes) reach.
+    #[arg(long, env = "KEELSON_PEER")]
+    peer: SocketAddr,
+    /// The initial masters, the same list on every one: NAME=ADDR,NAME=ADDR,...
+    #[arg(long, env = "KEELSON_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The cluster token; a single master generates one when none is given.
+    #[arg(long, env = "KEELSON_TOKEN")]
+    token: Option<String>,
+    /// Seconds of history kept for watches and reads at old revisions.
+    #[arg(long, env = "KEELSON_HISTORY_WINDOW_SECS", default_value_t = 300)]
+    history_window_secs: u64,
+    /// Seconds between compaction checks.
+    #[arg(long, env = "KEELSON_COMPACTION_INTERVAL_SECS", default_value_t = 30)]
+    compaction_interval_secs: u64,
+    /// Applied log entries between snapshots.
+    #[arg(long, env = "KEELSON_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    snapshot_entries: u64,
+}
+
+impl MasterArgs {
+    /// A single master with defaults, as `keelson up` runs it.
+    pub(crate) fn single(name: &str, data_dir: PathBuf, api: SocketAddr, peer: SocketAddr) -> Self {
+        MasterArgs {
+            name: name.to_string(),
+            data_dir,
+            api,
+            peer,
+            peers: Vec::new(),
+            token: None,
+            history_window_secs: 300,
+            compaction_interval_secs: 30,
+            snapshot_entries: 10_000,
+        }
+    }
+}
+
+fn parse_peers(peers: &[String]) -> anyhow::Result<Vec<Member>> {
+    let mut members: Vec<Member> = Vec::new();
+    for peer in peers.iter().filter(|p| !p.is_empty()) {
+        let Some((name, addr)) = peer.split_once('=') else {
+            bail!("--peers entry {peer:?} is not NAME=ADDR");
+        };
+        if name.is_empty() || addr.is_empty() {
+            bail!("--peers entry {peer:?} is not NAME=ADDR");
+        }
+        if members.iter().any(|m| m.name == name) {
+            bail!("--peers names {name:?} twice");
+        }
+        members.push(Member {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        });
+    }
+    Ok(members)
+}
+
+/// The token given, or the one this master generated before, or a new one.
+fn resolve_token(
+    given: Option<String>,
+    data_dir: &Path,
+    clustered: bool,
+) -> anyhow::Result<String> {
+    let path = data_dir.join("join-token");
+    if let Some(token) = given {
+        if token.len() < 16 {
+            bail!("--token must be at least 16 characters");
+        }
+        return Ok(token);
+    }
+    if clustered {
+        bail!("--token is required when --peers names several masters");
+    }
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let peers = parse_peers(&args.peers)?;
+    if !peers.is_empty() && !peers.iter().any(|m| m.name == args.name) {
+        tracing::info!(
+            "{} is not in --peers: it waits to be added as a member",
+            args.name
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let token = resolve_token(args.token, &args.data_dir, peers.len() > 1)?;
+    write_secret(&args.data_dir.join("join-token"), &format!("{token}\n"))?;
+
+    let mut config = StoreConfig::new(&args.name, &args.data_dir, args.peer, &token);
+    if let Some(me) = peers.iter().find(|m| m.name == args.name) {
+        config.advertise = me.addr.clone();
+    }
+    config.peers = peers;
+    config.history_window = Duration::from_secs(args.history_window_secs);
+    config.compaction_interval = Duration::from_secs(args.compaction_interval_secs.max(1));
+    config.snapshot_logs_since_last = args.snapshot_entries;
+    let store = Store::open(config)
+        .await
+        .with_context(|| format!("cannot start master {}", args.name))?;
+    tracing::info!(
+        name = %args.name,
+        peer = %args.peer,
+        api = %args.api,
+        "master running; stop with SIGTERM or Ctrl-C"
+    );
+    println!(
+        "keelson master {} serving the store on {} (token in {})",
+        args.name,
+        store
+            .local_addr()
+            .map_or_else(|| args.peer.to_string(), |a| a.to_string()),
+        args.data_dir.join("join-token").display()
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    store.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
