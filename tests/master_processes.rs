@@ -2,6 +2,8 @@
 //! survives `kill -9` of its leader, a restarted master rejoins, errors exit non-zero with a
 //! clear message, and SIGTERM stops a master cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

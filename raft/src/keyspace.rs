@@ -17,7 +17,8 @@ use crate::codec::{
     split_rev_key, DecodeError,
 };
 use crate::command::{
-    Check, Event, EventKind, KeyRange, KeyValue, Op, OpResult, Txn, TxnResponse, RANGE_KEYS_MAX,
+    Check, Event, EventKind, KeyRange, KeyValue, Op, OpResult, RangeResponse, Txn, TxnResponse,
+    RANGE_KEYS_MAX,
 };
 use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
 use crate::watch::WatchHub;
@@ -27,6 +28,9 @@ pub(crate) const SM_APPLIED: &[u8] = b"applied";
 pub(crate) const SM_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const SM_REVISION: &[u8] = b"revision";
 pub(crate) const SM_COMPACTED: &[u8] = b"compacted";
+
+/// The newest version seen so far of a key being scanned, with its revision.
+type Best = Option<(u64, Version)>;
 
 /// One version of a key as stored in the `kv` family; the revision is in the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,7 +337,7 @@ impl Keyspace {
         range: &KeyRange,
         revision: u64,
         limit: usize,
-    ) -> Result<(Vec<KeyValue>, u64, Option<Vec<u8>>), KeyspaceError> {
+    ) -> Result<RangeResponse, KeyspaceError> {
         let revision = self.check_readable(revision)?;
         let limit = if limit == 0 {
             RANGE_KEYS_MAX
@@ -348,8 +352,8 @@ impl Keyspace {
         let mut kvs = Vec::new();
         let mut next_key = None;
         // The newest version at or below `revision` of the key being scanned.
-        let mut current: Option<(Vec<u8>, Option<(u64, Version)>)> = None;
-        let emit = |key: Vec<u8>, best: Option<(u64, Version)>, kvs: &mut Vec<KeyValue>| {
+        let mut current: Option<(Vec<u8>, Best)> = None;
+        let emit = |key: Vec<u8>, best: Best, kvs: &mut Vec<KeyValue>| {
             if let Some(kv) = best.and_then(|(mod_revision, v)| to_kv(key, mod_revision, v)) {
                 kvs.push(kv);
             }
@@ -387,7 +391,11 @@ impl Keyspace {
         }
         // Compaction may have run during the scan and removed versions it needed.
         self.check_readable(revision)?;
-        Ok((kvs, revision, next_key))
+        Ok(RangeResponse {
+            kvs,
+            revision,
+            next_key,
+        })
     }
 
     /// The changes in `range` from revision `from` through `to`, at most `max` of them, in

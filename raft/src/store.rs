@@ -440,15 +440,10 @@ impl Store {
     }
 
     fn range_local(&self, request: &RangeRequest) -> Result<RangeResponse, StoreError> {
-        let (kvs, revision, next_key) =
-            self.inner
-                .keyspace
-                .range(&request.range, request.revision, request.limit)?;
-        Ok(RangeResponse {
-            kvs,
-            revision,
-            next_key,
-        })
+        Ok(self
+            .inner
+            .keyspace
+            .range(&request.range, request.revision, request.limit)?)
     }
 
     async fn range_hops(

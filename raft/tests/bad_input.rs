@@ -1,5 +1,7 @@
 //! Bad input from peers and clients gets a clear error, and the store keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

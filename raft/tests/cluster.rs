@@ -1,6 +1,8 @@
 //! A 3-member store on loopback QUIC: failover, restart, catch-up by snapshot, partitions,
 //! forwarding and membership changes. Every member is a real RocksDB directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -29,13 +31,13 @@ async fn get(client: &StoreClient, key: &str) -> Option<Vec<u8>> {
 
 /// Every live key and value under `prefix` on member `i`, read locally.
 fn local_dump(cluster: &TestCluster, i: usize, prefix: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let (kvs, _, next) = cluster
+    let page = cluster
         .store(i)
         .keyspace()
         .range(&KeyRange::prefix(prefix), 0, 0)
         .expect("local range");
-    assert!(next.is_none(), "dump fits one page");
-    kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+    assert!(page.next_key.is_none(), "dump fits one page");
+    page.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
 /// Runs `writers` tasks writing unique keys until `stop` is set; returns the acknowledged keys

@@ -1,6 +1,8 @@
 //! Random transactions, compactions and reads against the state machine, each read compared
 //! with a simple in-memory model of etcd's MVCC semantics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,13 +15,16 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use proptest::prelude::*;
 
+/// A key's versions, oldest first: (revision, value or deletion).
+type Versions = Vec<(u64, Option<Vec<u8>>)>;
+
 /// Every version of every key, as etcd would keep it.
 #[derive(Default)]
 struct Model {
     revision: u64,
     compacted: u64,
     /// key -> (revision, value or deletion), oldest first
-    versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    versions: BTreeMap<Vec<u8>, Versions>,
     /// (revision, key, kind) in commit order
     events: Vec<(u64, Vec<u8>, EventKind)>,
 }
@@ -271,10 +276,10 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let mut got = Vec::new();
                 let mut page_range = range.clone();
                 loop {
-                    let (kvs, revision, next) = keyspace.range(&page_range, at, limit).unwrap();
-                    prop_assert_eq!(revision, at);
-                    got.extend(kvs);
-                    match next {
+                    let page = keyspace.range(&page_range, at, limit).unwrap();
+                    prop_assert_eq!(page.revision, at);
+                    got.extend(page.kvs);
+                    match page.next_key {
                         Some(next) => page_range.start = next,
                         None => break,
                     }

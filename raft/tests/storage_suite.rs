@@ -1,5 +1,7 @@
 //! openraft's storage conformance suite against the RocksDB log store and state machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
 use std::sync::{Arc, Mutex};
 
 use keelson_raft::storage::{open, Keyspace, LogStore, StateMachineStore};

@@ -1,6 +1,8 @@
 //! Watch replays committed history exactly, continues live across a leader change, and fails
 //! with a distinct error from a compacted revision; a slow watcher is cut off.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

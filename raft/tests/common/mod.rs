@@ -1,7 +1,7 @@
 //! Test harness: store members in this process on loopback QUIC, each behind a UDP proxy that
 //! can cut it off from the others.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod netproxy;
 

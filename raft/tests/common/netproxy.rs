@@ -4,6 +4,8 @@
 //! per client. A member marked isolated gets nothing through its own proxy, and nothing it
 //! sends from its real address passes any other proxy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
