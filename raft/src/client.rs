@@ -1,12 +1,13 @@
 //! A client of a store cluster over QUIC, for tools outside the members (`keelson store`,
 //! benchmarks, tests): tries the endpoints in turn and resumes watches on another member.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::command::{
-    Command, CommandResponse, Event, RangeRequest, RangeResponse, Txn, TxnResponse, WatchRequest,
+    Command, CommandResponse, Consistency, Event, RangeRequest, RangeResponse, Txn, TxnResponse,
+    WatchRequest,
 };
 use crate::error::StoreError;
 use crate::protocol::{PeerRequest, PeerResponse};
@@ -25,6 +26,9 @@ pub struct StoreClient {
     endpoints: Arc<Vec<String>>,
     /// The endpoint that answered last; tried first.
     preferred: Arc<AtomicUsize>,
+    /// Whether `preferred` was pointed at the leader (writes and linearizable reads then skip
+    /// a forwarding hop).
+    leader_sought: Arc<AtomicBool>,
 }
 
 impl StoreClient {
@@ -37,7 +41,38 @@ impl StoreClient {
             transport: Arc::new(transport),
             endpoints: Arc::new(endpoints),
             preferred: Arc::new(AtomicUsize::new(0)),
+            leader_sought: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Once per client, asks the endpoints who leads and prefers the leader's endpoint when it
+    /// is one of them. Any member still serves every request; this only saves a hop.
+    async fn seek_leader(&self) {
+        if self.leader_sought.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        for endpoint in self.endpoints.iter() {
+            let answer = self
+                .transport
+                .call(endpoint, &PeerRequest::Status, Duration::from_secs(1))
+                .await;
+            let Ok(PeerResponse::Status(Ok(status))) = answer else {
+                continue;
+            };
+            let leader_addr = status.leader.and_then(|leader| {
+                status
+                    .members
+                    .into_iter()
+                    .find(|m| m.name == leader)
+                    .map(|m| m.addr)
+            });
+            if let Some(i) =
+                leader_addr.and_then(|addr| self.endpoints.iter().position(|e| *e == addr))
+            {
+                self.preferred.store(i, Ordering::Relaxed);
+            }
+            return;
+        }
     }
 
     fn order(&self) -> impl Iterator<Item = usize> + '_ {
@@ -85,6 +120,7 @@ impl StoreClient {
         if let Command::Txn(txn) = &command {
             txn.validate().map_err(StoreError::Invalid)?;
         }
+        self.seek_leader().await;
         match self.call(&PeerRequest::Write { command, hops: 0 }).await? {
             PeerResponse::Write(result) => result.map_err(Into::into),
             other => Err(unexpected(&other)),
@@ -109,6 +145,9 @@ impl StoreClient {
 
     /// Reads a range. Reads have no effect, so an unanswered read is retried elsewhere.
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        if request.consistency == Consistency::Linearizable {
+            self.seek_leader().await;
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;
