@@ -253,13 +253,18 @@ impl ClientWatch {
                 continue;
             };
             match stream.next().await {
+                Ok(Some(PeerResponse::WatchStarted { start_revision })) => {
+                    // Pin the start: a watch resumed on another member continues from here
+                    // even if nothing has changed yet.
+                    if self.last_revision.is_none() {
+                        self.last_revision = Some(start_revision.saturating_sub(1));
+                    }
+                }
                 Ok(Some(PeerResponse::Watch(Ok(events)))) => {
                     self.failures = 0;
                     if let Some(last) = events.last() {
                         self.last_revision = Some(last.kv.mod_revision);
                     }
-                    // A resumed watch starts at the revision after the last delivered one,
-                    // but that revision may hold further events of the same transaction.
                     return Ok(events);
                 }
                 Ok(Some(PeerResponse::Watch(Err(e)))) => {
@@ -302,10 +307,6 @@ impl ClientWatch {
             .await
         {
             Ok(stream) => {
-                if self.last_revision.is_none() && request.start_revision == 0 {
-                    // Pin "from now" on first contact so a reconnect does not skip changes.
-                    self.request.start_revision = 0;
-                }
                 self.stream = Some(stream);
                 Ok(())
             }

@@ -51,6 +51,11 @@ pub enum PeerResponse {
     ),
     Write(Result<CommandResponse, WireError>),
     Range(Result<RangeResponse, WireError>),
+    /// The first frame of a watch: the revision it starts at (a start of 0, "from now",
+    /// resolved), so a client resuming elsewhere misses nothing.
+    WatchStarted {
+        start_revision: u64,
+    },
     /// One batch of a watch; an error ends the stream.
     Watch(Result<Vec<Event>, WireError>),
     Status(Result<StoreStatus, WireError>),

@@ -737,6 +737,12 @@ async fn serve_watch(store: &Store, request: WatchRequest, reply: &mut Reply) {
             return;
         }
     };
+    let started = PeerResponse::WatchStarted {
+        start_revision: stream.start_revision(),
+    };
+    if reply.send(&started).await.is_err() {
+        return;
+    }
     loop {
         let next = tokio::select! {
             next = stream.next() => next,

@@ -195,6 +195,11 @@ impl WatchStream {
         })
     }
 
+    /// The first revision this watch reports.
+    pub fn start_revision(&self) -> u64 {
+        self.start
+    }
+
     /// The next changes in revision order; `None` never comes before an error says why the
     /// watch ended, except after that error has been returned.
     pub async fn next(&mut self) -> Option<Result<Vec<Event>, WatchError>> {
