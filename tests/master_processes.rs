@@ -30,6 +30,16 @@ struct Master {
     child: Option<Child>,
 }
 
+/// A failing test must not leave masters running: they would outlive the test run.
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn start_master(dir: &Path, name: &str, peer: &str, peers: &str) -> Child {
     keelson()
         .args([
