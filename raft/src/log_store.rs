@@ -1,7 +1,8 @@
 //! The Raft log, vote, committed and purged ids on RocksDB (openraft's `RaftLogStorage`).
 //!
 //! Durability: appended entries go to RocksDB's WAL at once (so readers see them) and a
-//! dedicated sync thread fsyncs the WAL before it reports them flushed to Raft. Appends that
+//! dedicated sync thread writes out and fsyncs the WAL (flushed by hand, see `db::open`) before
+//! it reports them flushed to Raft. Appends that
 //! arrive while a sync runs share the next one (group commit). Votes are written synced.
 
 use std::fmt::Debug;
@@ -67,7 +68,12 @@ impl LogStore {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db
-            .put_cf_opt(cf(&self.db, family), family, encode(value), &options)
+            .put_cf_opt(cf(&self.db, family), family, encode(value), &options)?;
+        if sync {
+            // The WAL is flushed by hand (see `db::open`): write out and fsync the buffer.
+            self.db.flush_wal(true)?;
+        }
+        Ok(())
     }
 
     fn last_entry_id(&self) -> StorageResult<Option<LogId<MemberId>>> {

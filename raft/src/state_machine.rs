@@ -299,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
         db.write_opt(batch, &options)
+            .and_then(|()| db.flush_wal(true))
             .map_err(|e| snapshot_error(Some(meta), e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
