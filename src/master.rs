@@ -1,10 +1,11 @@
-//! `keelson master`: runs a store member until SIGTERM or Ctrl-C.
+//! `keelson master`: runs a store member and the API server until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use keelson_actors::{ApiServer, ApiServerConfig};
 use keelson_raft::{Member, Store, StoreConfig};
 use rand::RngCore;
 
@@ -16,7 +17,7 @@ pub(crate) struct MasterArgs {
     /// Where this master keeps its state.
     #[arg(long, env = "KEELSON_DATA_DIR")]
     data_dir: PathBuf,
-    /// The HTTPS address users and nodes reach (served from the API issue on).
+    /// The HTTPS address users and nodes reach.
     #[arg(long, env = "KEELSON_API", default_value = "127.0.0.1:6443")]
     api: SocketAddr,
     /// The QUIC address other masters (and nodes) reach.
@@ -141,25 +142,78 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let store = Store::open(config)
         .await
         .with_context(|| format!("cannot start master {}", args.name))?;
+    let peer_addr = store
+        .local_addr()
+        .map_or_else(|| args.peer.to_string(), |a| a.to_string());
+    tracing::info!(name = %args.name, peer = %peer_addr, "store member running; starting the API");
+
+    let api_config = ApiServerConfig {
+        name: args.name.clone(),
+        listen: args.api,
+        hosts: api_hosts(&config_hosts(&args.peers)),
+        data_dir: args.data_dir.clone(),
+    };
+    // The API needs the store to have a leader on first start (for the cluster CA); a signal
+    // meanwhile still stops the master cleanly.
+    let api = tokio::select! {
+        api = ApiServer::start(store.clone(), api_config) => api,
+        signal = wait_for_signal() => {
+            signal?;
+            store.shutdown().await;
+            return Ok(());
+        }
+    };
+    let api = match api {
+        Ok(api) => api,
+        Err(e) => {
+            store.shutdown().await;
+            return Err(e).context("cannot start the API server");
+        }
+    };
     tracing::info!(
         name = %args.name,
-        peer = %args.peer,
-        api = %args.api,
+        api = %api.local_addr(),
         "master running; stop with SIGTERM or Ctrl-C"
     );
     println!(
-        "keelson master {} serving the store on {} (token in {})",
+        "keelson master {} serving the API on https://{} and the store on {} (kubeconfig {})",
         args.name,
-        store
-            .local_addr()
-            .map_or_else(|| args.peer.to_string(), |a| a.to_string()),
-        args.data_dir.join("join-token").display()
+        api.local_addr(),
+        peer_addr,
+        api.kubeconfig().display()
     );
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    api.shutdown().await;
     store.shutdown().await;
     Ok(())
+}
+
+/// The hosts of the masters' peer addresses: masters share hosts between their peer and API
+/// addresses, so every master's serving certificate names every master's host.
+fn config_hosts(peers: &[String]) -> Vec<String> {
+    peers
+        .iter()
+        .filter_map(|p| p.split_once('=').map(|(_, addr)| addr.to_string()))
+        .collect()
+}
+
+fn api_hosts(addrs: &[String]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for addr in addrs {
+        let host = match addr.parse::<SocketAddr>() {
+            Ok(sock) => sock.ip().to_string(),
+            Err(_) => addr
+                .rsplit_once(':')
+                .map_or(addr.as_str(), |(h, _)| h)
+                .to_string(),
+        };
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -24,6 +24,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 struct Master {
     name: String,
     peer: String,
@@ -45,6 +53,8 @@ fn start_master(dir: &Path, name: &str, peer: &str, peers: &str) -> Child {
         .args([
             "master", "--name", name, "--peer", peer, "--peers", peers, "--token", TOKEN,
         ])
+        .arg("--api")
+        .arg(format!("127.0.0.1:{}", free_tcp_port()))
         .arg("--data-dir")
         .arg(dir.join(name))
         .env("RUST_LOG", "warn")

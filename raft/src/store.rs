@@ -497,6 +497,11 @@ impl Store {
         }
     }
 
+    /// The revision this member has applied; no network round, so possibly behind the leader.
+    pub fn revision(&self) -> u64 {
+        self.inner.keyspace.revision()
+    }
+
     /// Watches a range on this member.
     pub fn watch(&self, request: WatchRequest) -> Result<WatchStream, StoreError> {
         self.check_open()?;

@@ -1,0 +1,255 @@
+//! Subresources other than `status`: `scale` (autoscaling/v1 Scale of replicated kinds),
+//! `binding` (a pod assigned to a node), `eviction`, and `log` (served by nodes).
+
+use http::StatusCode;
+use keelson_api::selectors::LabelSelector;
+use keelson_api::status::StatusError;
+use keelson_api::{object, patch};
+use keelson_raft::Consistency;
+use serde_json::{json, Value};
+
+use super::objects::{not_found, read, read_consistency, Reply};
+use super::request::ApiRequest;
+use super::route::ResourcePath;
+use super::storage::object_key;
+use super::ApiState;
+
+const CONFLICT_RETRIES_MAX: usize = 8;
+
+/// The Scale view of a Deployment, ReplicaSet or ReplicationController.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or(Value::Null);
+    // apps/v1 selectors are LabelSelectors; ReplicationControllers use a plain map.
+    let selector_text =
+        if selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some() {
+            LabelSelector::from_value(&selector)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        } else {
+            selector
+                .as_object()
+                .map(|m| {
+                    let mut pairs: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect();
+                    pairs.sort();
+                    pairs.join(",")
+                })
+                .unwrap_or_default()
+        };
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector_text,
+        },
+    })
+}
+
+pub(crate) async fn get_scale(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Reply {
+    let stored = read(state, path, read_consistency(req)).await?;
+    Ok((StatusCode::OK, scale_of(&stored.object)))
+}
+
+/// PUT or PATCH of `scale`: the new Scale's `spec.replicas` goes into the object.
+pub(crate) async fn update_scale(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Reply {
+    let resource = path.resource;
+    let name = path.name.clone().unwrap_or_default();
+    let key = object_key(resource, path.namespace.as_deref(), &name);
+    for _ in 0..CONFLICT_RETRIES_MAX {
+        let current = read(state, path, Consistency::Linearizable).await?;
+        let scale = scale_of(&current.object);
+        let new_scale = if req.method == http::Method::PUT {
+            req.body_value()?
+        } else {
+            let body = super::request::decode_json(&req.body)?;
+            match req.content_type().as_str() {
+                "application/json-patch+json" => patch::json_patch(&scale, &body)
+                    .map_err(|e| StatusError::bad_request(e.to_string()))?,
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    patch::merge_patch(&scale, &body)
+                        .map_err(|e| StatusError::bad_request(e.to_string()))?
+                }
+                other => return Err(super::request::unsupported_media_type(other)),
+            }
+        };
+        let precondition = object::resource_version(&new_scale)
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string);
+        if precondition
+            .as_deref()
+            .is_some_and(|rv| rv != current.revision.to_string())
+        {
+            return Err(StatusError::conflict(
+                resource.group,
+                resource.plural,
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let Some(replicas) = new_scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
+            return Err(StatusError::bad_request(
+                "the Scale has no spec.replicas".to_string(),
+            ));
+        };
+        if replicas < 0 {
+            return Err(StatusError::invalid(
+                "autoscaling",
+                "Scale",
+                &name,
+                vec![keelson_api::status::Cause::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let mut updated = current.object.clone();
+        updated["spec"]["replicas"] = json!(replicas);
+        if updated == current.object {
+            return Ok((StatusCode::OK, scale));
+        }
+        let generation = updated
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        updated["metadata"]["generation"] = json!(generation + 1);
+        match state.storage.update(&key, current.revision, &updated).await? {
+            Ok(stored) => return Ok((StatusCode::OK, scale_of(&stored.object))),
+            Err(_) if precondition.is_some() => {
+                return Err(StatusError::conflict(
+                    resource.group,
+                    resource.plural,
+                    &name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ))
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(StatusError::conflict(
+        resource.group,
+        resource.plural,
+        &name,
+        "too many concurrent changes; try again",
+    ))
+}
+
+/// POST pods/NAME/binding: assigns the pod to a node, once.
+pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Reply {
+    let resource = path.resource;
+    let name = path.name.clone().unwrap_or_default();
+    let binding = req.body_value()?;
+    let Some(node) = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+    else {
+        return Err(StatusError::invalid(
+            "",
+            "Binding",
+            &name,
+            vec![keelson_api::status::Cause::required("target.name", "")],
+        ));
+    };
+    let key = object_key(resource, path.namespace.as_deref(), &name);
+    for _ in 0..CONFLICT_RETRIES_MAX {
+        let current = read(state, path, Consistency::Linearizable).await?;
+        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
+            if object::uid(&current.object) != Some(uid) {
+                return Err(not_found(resource, &name));
+            }
+        }
+        if let Some(existing) = current
+            .object
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(StatusError::conflict(
+                resource.group,
+                resource.plural,
+                &name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
+        }
+        if object::deletion_timestamp(&current.object).is_some() {
+            return Err(StatusError::conflict(
+                resource.group,
+                resource.plural,
+                &name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut bound = current.object.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        let condition = json!({
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": null,
+            "lastTransitionTime": super::objects::now_rfc3339(),
+        });
+        let conditions = bound["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions
+            .into_iter()
+            .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
+            .collect();
+        conditions.push(condition);
+        bound["status"]["conditions"] = Value::Array(conditions);
+        match state.storage.update(&key, current.revision, &bound).await? {
+            Ok(_) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(StatusError::conflict(
+        resource.group,
+        resource.plural,
+        &name,
+        "too many concurrent changes; try again",
+    ))
+}
+
+/// GET pods/NAME/log: logs live on the pod's node.
+pub(crate) async fn log(state: &ApiState, path: &ResourcePath) -> Reply {
+    let stored = read(state, path, Consistency::Linearizable).await?;
+    let name = path.name.clone().unwrap_or_default();
+    let node = stored
+        .object
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let message = match node {
+        None => format!("pod {name} has not been scheduled to a node yet, so it has no logs"),
+        Some(node) => format!(
+            "the logs of pod {name} are kept by node {node}, and this master has no connection \
+             to it (nodes arrive with a later release)"
+        ),
+    };
+    if node.is_none() {
+        return Err(StatusError::bad_request(message));
+    }
+    Err(StatusError::service_unavailable(message, Some(5)))
+}

@@ -1,0 +1,346 @@
+//! Watch: a chunked stream of `{"type","object"}` lines from a resourceVersion, with initial
+//! events, bookmarks, selectors (an object leaving the selection is DELETED, one entering it
+//! is ADDED), `timeoutSeconds`, and the 410 `Expired` ERROR event.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use keelson_api::status::StatusError;
+use keelson_api::{object, table};
+use keelson_raft::{EventKind, KeyRange, StoreError, WatchError, WatchRequest};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use warp::reply::Response;
+
+use super::list::Filter;
+use super::objects::prefix_of;
+use super::request::ApiRequest;
+use super::route::ResourcePath;
+use super::storage::{decode, object_key, set_resource_version, store_status};
+use super::ApiState;
+
+/// Lines buffered between the watch task and the connection; a client that reads slower than
+/// this is cut off by the store's own bounded buffer behind it.
+const WATCH_LINES_BUFFERED: usize = 256;
+/// The longest a watch runs when the client names no timeout, and the most it may ask.
+const WATCH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
+const WATCH_TIMEOUT_MAX: Duration = Duration::from_secs(60 * 60);
+/// How often an idle watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
+/// The most objects sent as initial events.
+const INITIAL_EVENTS_MAX: usize = 100_000;
+
+struct WatchPlan {
+    path: ResourcePath,
+    filter: Filter,
+    /// Send the current objects as ADDED first (resourceVersion unset or 0, or
+    /// sendInitialEvents).
+    initial: bool,
+    /// After the initial events, a bookmark marking their end.
+    initial_end_bookmark: bool,
+    /// Changes after this revision are streamed (when not `initial`).
+    from_revision: u64,
+    bookmarks: bool,
+    timeout: Duration,
+    table: bool,
+    /// The single key watched when the field selector names one object.
+    single_key: Option<String>,
+}
+
+fn plan(req: &ApiRequest, path: &ResourcePath) -> Result<WatchPlan, StatusError> {
+    let filter = Filter::from_request(req, path)?;
+    let send_initial = match req.param("sendInitialEvents") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(StatusError::bad_request(format!(
+                "sendInitialEvents {other:?} is not true or false"
+            )))
+        }
+    };
+    if send_initial.is_some() && req.param("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(StatusError::bad_request(
+            "sendInitialEvents requires resourceVersionMatch=NotOlderThan".to_string(),
+        ));
+    }
+    let rv = req.param("resourceVersion");
+    let from_revision = match rv {
+        None | Some("0") => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            StatusError::bad_request(format!("resourceVersion {text:?} is not valid"))
+        })?,
+    };
+    let initial = send_initial.unwrap_or(from_revision == 0);
+    let timeout = match req.param("timeoutSeconds") {
+        None => WATCH_TIMEOUT_DEFAULT,
+        Some(text) => {
+            let secs: u64 = text.parse().map_err(|_| {
+                StatusError::bad_request(format!("timeoutSeconds {text:?} is not a number"))
+            })?;
+            Duration::from_secs(secs).min(WATCH_TIMEOUT_MAX)
+        }
+    };
+    let single_key = filter
+        .fields
+        .as_ref()
+        .and_then(|f| f.exact("metadata.name"))
+        .map(|name| object_key(path.resource, path.namespace.as_deref(), name))
+        .filter(|_| {
+            path.resource.namespaced == path.namespace.is_some() || !path.resource.namespaced
+        });
+    Ok(WatchPlan {
+        path: path.clone(),
+        filter,
+        initial,
+        initial_end_bookmark: send_initial == Some(true),
+        from_revision,
+        bookmarks: req.flag("allowWatchBookmarks"),
+        timeout,
+        table: req.wants_table(),
+        single_key,
+    })
+}
+
+pub(crate) async fn watch(
+    state: &ApiState,
+    req: &ApiRequest,
+    path: &ResourcePath,
+) -> Result<Response, StatusError> {
+    let plan = plan(req, path)?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(WATCH_LINES_BUFFERED);
+    let state = state.clone();
+    state.watches.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let watches = state.watches.clone();
+        run(&state, plan, &tx).await;
+        watches.fetch_sub(1, Ordering::Relaxed);
+    });
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (line, rx))
+    });
+    let mut response = warp::reply::Reply::into_response(warp::reply::stream(lines));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Sends the event; false when the client has gone.
+async fn send(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, line: Bytes) -> bool {
+    tx.send(Ok(line)).await.is_ok()
+}
+
+fn render(plan: &WatchPlan, object: Value) -> Value {
+    if plan.table {
+        table::table(plan.path.resource.kind, &[object], jiff::Timestamp::now())
+    } else {
+        object
+    }
+}
+
+fn bookmark(plan: &WatchPlan, revision: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({
+        "kind": plan.path.resource.kind,
+        "apiVersion": plan.path.resource.api_version(),
+        "metadata": metadata,
+    })
+}
+
+fn expired_event(requested: u64, compacted: u64) -> Value {
+    StatusError::expired(format!(
+        "too old resource version: {requested} ({compacted})"
+    ))
+    .to_value()
+}
+
+async fn run(state: &ApiState, plan: WatchPlan, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let deadline = tokio::time::Instant::now() + plan.timeout;
+    let range = match &plan.single_key {
+        Some(key) => KeyRange::key(key.as_bytes()),
+        None => KeyRange::prefix(prefix_of(&plan.path).as_bytes()),
+    };
+    // Initial events: the current state, then changes after its revision.
+    let mut from = plan.from_revision;
+    if plan.initial {
+        let listed = match initial_state(state, &plan, &range).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                let _ = send(tx, event_line("ERROR", &e.to_value())).await;
+                return;
+            }
+        };
+        for object in listed.0 {
+            if !send(tx, event_line("ADDED", &render(&plan, object))).await {
+                return;
+            }
+        }
+        from = listed.1;
+        if plan.initial_end_bookmark
+            && plan.bookmarks
+            && !send(tx, event_line("BOOKMARK", &bookmark(&plan, from, true))).await
+        {
+            return;
+        }
+    }
+    let request = WatchRequest {
+        range,
+        start_revision: from + 1,
+    };
+    let mut stream = match state.storage.store().watch(request) {
+        Ok(stream) => stream,
+        Err(StoreError::Watch(WatchError::Compacted { .. }))
+        | Err(StoreError::Compacted { .. }) => {
+            let compacted = state.storage.store().status().await.compacted_revision;
+            let _ = send(tx, event_line("ERROR", &expired_event(from, compacted))).await;
+            return;
+        }
+        Err(e) => {
+            let _ = send(tx, event_line("ERROR", &store_status(e).to_value())).await;
+            return;
+        }
+    };
+    let mut last_revision = from;
+    let mut bookmark_timer = tokio::time::interval(BOOKMARK_INTERVAL);
+    bookmark_timer.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tx.closed() => return,
+            _ = bookmark_timer.tick(), if plan.bookmarks => {
+                let current = state.storage.store().revision();
+                if current > last_revision {
+                    last_revision = current;
+                }
+                if !send(tx, event_line("BOOKMARK", &bookmark(&plan, last_revision, false))).await {
+                    return;
+                }
+            }
+            next = stream.next() => {
+                let events = match next {
+                    None => return,
+                    Some(Ok(events)) => events,
+                    Some(Err(WatchError::Compacted { requested, compacted })) => {
+                        let _ = send(tx, event_line("ERROR", &expired_event(requested, compacted))).await;
+                        return;
+                    }
+                    // Cut off or reset: end the stream; the client watches again from the last
+                    // resourceVersion it saw.
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "watch ended");
+                        return;
+                    }
+                };
+                for event in events {
+                    last_revision = last_revision.max(event.kv.mod_revision);
+                    let Some((kind, object)) = convert(&plan, &event) else { continue };
+                    if !send(tx, event_line(kind, &render(&plan, object))).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The objects matching the plan now, and the revision they were read at.
+async fn initial_state(
+    state: &ApiState,
+    plan: &WatchPlan,
+    range: &KeyRange,
+) -> Result<(Vec<Value>, u64), StatusError> {
+    let prefix = String::from_utf8_lossy(&range.start).to_string();
+    let mut objects = Vec::new();
+    let mut start: Option<Vec<u8>> = None;
+    let mut revision = 0;
+    let mut consistency = keelson_raft::Consistency::Linearizable;
+    loop {
+        let page = match &plan.single_key {
+            Some(key) => {
+                let stored = state.storage.get(key, consistency).await?;
+                let revision = state.storage.store().revision();
+                return Ok((
+                    stored
+                        .into_iter()
+                        .map(|s| s.object)
+                        .filter(|o| plan.filter.matches(o))
+                        .collect(),
+                    revision,
+                ));
+            }
+            None => {
+                state
+                    .storage
+                    .page(&prefix, start.as_deref(), revision, 1000, consistency)
+                    .await?
+            }
+        };
+        revision = page.revision;
+        consistency = keelson_raft::Consistency::Serializable;
+        for stored in page.items {
+            if plan.filter.matches(&stored.object) {
+                objects.push(stored.object);
+            }
+        }
+        if objects.len() > INITIAL_EVENTS_MAX {
+            return Err(StatusError::internal(&format!(
+                "more than {INITIAL_EVENTS_MAX} objects to send as initial events; list with \
+                 a limit instead"
+            )));
+        }
+        match page.next_key {
+            Some(next) => start = Some(next),
+            None => return Ok((objects, revision)),
+        }
+    }
+}
+
+/// A store event as a watch event of the plan's selection, if it concerns it.
+fn convert(plan: &WatchPlan, event: &keelson_raft::Event) -> Option<(&'static str, Value)> {
+    let prev = event
+        .prev
+        .as_ref()
+        .and_then(|kv| decode(kv).ok())
+        .map(|s| s.object);
+    let prev_matches = prev.as_ref().is_some_and(|p| plan.filter.matches(p));
+    match event.kind {
+        EventKind::Put => {
+            let now = decode(&event.kv).ok()?.object;
+            let now_matches = plan.filter.matches(&now);
+            match (prev_matches, now_matches) {
+                (false, true) if prev.is_none() || !plan.filter.is_empty() => Some(("ADDED", now)),
+                (false, true) => Some(("MODIFIED", now)),
+                (true, true) => Some(("MODIFIED", now)),
+                (true, false) => Some(("DELETED", now)),
+                (false, false) => None,
+            }
+        }
+        EventKind::Delete => {
+            let mut gone = prev?;
+            if !prev_matches {
+                return None;
+            }
+            set_resource_version(&mut gone, event.kv.mod_revision);
+            let _ = object::name(&gone);
+            Some(("DELETED", gone))
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared harness of the end-to-end tests.
+#![allow(unreachable_pub)]
+
+pub mod cluster;
