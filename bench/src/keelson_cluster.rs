@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The running members and a client sending to all of them.
 pub(crate) struct KeelsonCluster {
     pub(crate) client: StoreClient,
+    /// Each master's API address and admin kubeconfig.
+    pub(crate) apis: Vec<(std::net::SocketAddr, std::path::PathBuf)>,
     // Declared last: dropped (members stopped) after the client.
     _processes: Processes,
 }
@@ -28,7 +30,7 @@ impl KeelsonCluster {
     /// report the same leader.
     pub(crate) async fn start(keelson: &Path, dir: &Path) -> anyhow::Result<Self> {
         let peer_ports = free_udp_ports(MEMBERS)?;
-        // Not served yet by a master, but given apart so three masters never share one.
+        // Each master serves its API on a port of its own.
         let api_ports = free_tcp_ports(MEMBERS)?;
         let peers: Vec<String> = peer_ports
             .iter()
@@ -62,8 +64,19 @@ impl KeelsonCluster {
         }
         let client = StoreClient::new(peers, TOKEN).context("cannot create a store client")?;
         wait_ready(&client, &mut processes).await?;
+        let apis = api_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                (
+                    std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                    dir.join(format!("m{i}")).join("admin.kubeconfig"),
+                )
+            })
+            .collect();
         Ok(KeelsonCluster {
             client,
+            apis,
             _processes: processes,
         })
     }

@@ -30,6 +30,10 @@ pub(crate) trait Target: Clone + Send + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// A linearizable read of one key: its value, or `None` if absent.
     fn get(&mut self, key: String) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
+    /// A page of a collection (only the API measures this).
+    fn list(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("this system does not list".to_string()) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub(crate) enum Workload {
     Write,
     /// Each client reads random keys of the [`READ_KEYS`] prepopulated ones.
     Read,
+    /// Each client reads a page of the collection.
+    List,
 }
 
 impl Workload {
@@ -45,6 +51,7 @@ impl Workload {
         match self {
             Workload::Write => "write",
             Workload::Read => "read",
+            Workload::List => "list",
         }
     }
 }
@@ -72,6 +79,10 @@ pub(crate) struct Measurement {
 }
 
 impl Measurement {
+    pub(crate) fn empty(measure: Duration) -> anyhow::Result<Self> {
+        Self::new(measure)
+    }
+
     fn new(measure: Duration) -> anyhow::Result<Self> {
         Ok(Measurement {
             ops: 0,
@@ -215,6 +226,7 @@ async fn client_loop<T: Target>(
                     Err(e) => Err(e),
                 }
             }
+            Workload::List => timed(config.op_timeout, target.list()).await,
         };
         let done = Instant::now();
         if began < measure_from {

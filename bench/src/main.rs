@@ -4,6 +4,7 @@
 //!
 //! Not a test: the test suite excludes this crate. Run it with `scripts/bench.sh`.
 
+mod api_target;
 mod etcd_cluster;
 mod keelson_cluster;
 mod load;
@@ -20,7 +21,7 @@ use clap::Parser;
 use crate::etcd_cluster::{etcd_version, find_etcd, EtcdCluster};
 use crate::keelson_cluster::KeelsonCluster;
 use crate::load::{LoadConfig, Target, Workload, READ_KEYS, VALUE_BYTES};
-use crate::report::{Row, ETCD, KEELSON};
+use crate::report::{Row, API, ETCD, KEELSON};
 
 /// The longest measurement per point.
 const SECONDS_MAX: u64 = 300;
@@ -46,6 +47,10 @@ struct Args {
     /// Measure Keelson only.
     #[arg(long)]
     no_etcd: bool,
+    /// Skip the Kubernetes API measurements (creates, gets, lists and watch through the
+    /// leader's API, and their ratio to the raw store).
+    #[arg(long)]
+    no_api: bool,
     /// Seconds measured per point, after the warm-up.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -177,6 +182,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("starting 3 keelson masters");
         let cluster = KeelsonCluster::start(&keelson, &data).await?;
         rows.extend(measure(KEELSON, &cluster.client, &args.clients, config).await?);
+        if !args.no_api {
+            rows.extend(measure_api(&cluster, &args.clients, config).await?);
+        }
     }
     if let Ok(etcd) = &etcd {
         let data = dir.path().join("etcd");
@@ -187,6 +195,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!("{}", report::table(&rows));
+    if !args.no_api {
+        println!("{}", report::api_overhead(&rows));
+    }
     for row in &rows {
         if let Some(error) = &row.first_error {
             println!(
@@ -206,6 +217,77 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The API of the leader's master: creates, gets, lists (with `first_client` far from the
+/// store runs' so names never collide), then a watch while creates run at the largest client
+/// count.
+async fn measure_api(
+    cluster: &KeelsonCluster,
+    clients: &[usize],
+    config: LoadConfig,
+) -> anyhow::Result<Vec<Row>> {
+    let leader = cluster
+        .client
+        .status_all()
+        .await
+        .into_iter()
+        .find_map(|(_, s)| s.ok().and_then(|s| s.leader))
+        .and_then(|name| name.trim_start_matches('m').parse::<usize>().ok())
+        .unwrap_or(0);
+    let (addr, kubeconfig) = cluster
+        .apis
+        .get(leader)
+        .cloned()
+        .context("no API address for the leader")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() {
+        if std::time::Instant::now() > deadline {
+            bail!("{} did not appear", kubeconfig.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut target = api_target::ApiTarget::from_kubeconfig(&kubeconfig, addr)?;
+    target.wait_ready(Duration::from_secs(60)).await?;
+    eprintln!("api: through m{leader}'s API at https://{addr}");
+    let mut rows = Vec::new();
+    let mut first_client = 100_000;
+    for workload in [Workload::Write, Workload::Read, Workload::List] {
+        if workload == Workload::Read {
+            eprintln!("{API}: prepopulating {READ_KEYS} ConfigMaps");
+            load::prepopulate(&target, config.op_timeout)
+                .await
+                .context("cannot prepopulate the API")?;
+        }
+        for &n in clients {
+            let m = load::run(&target, workload, n, first_client, config).await?;
+            first_client += n;
+            rows.push(row(API, workload.name(), n, m));
+        }
+    }
+    let n = clients.iter().copied().max().unwrap_or(1);
+    let load = load::run(&target, Workload::Write, n, first_client, config);
+    let watched = api_target::watch_while(&target, config.warmup + config.measure, load).await?;
+    rows.push(row(API, "watch", n, watched));
+    Ok(rows)
+}
+
+fn row(system: &'static str, workload: &'static str, clients: usize, m: load::Measurement) -> Row {
+    let row = Row {
+        system,
+        workload,
+        clients,
+        ops_per_sec: m.ops_per_sec(),
+        p50_ms: m.latency_ms(0.5),
+        p99_ms: m.latency_ms(0.99),
+        errors: m.errors,
+        first_error: m.first_error,
+    };
+    eprintln!(
+        "{system} {workload} {clients} clients: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
+    );
+    row
 }
 
 /// Writes at every client count, then prepopulates and reads at every client count.
@@ -228,21 +310,7 @@ async fn measure<T: Target>(
         for &n in clients {
             let m = load::run(target, workload, n, first_client, config).await?;
             first_client += n;
-            let row = Row {
-                system,
-                workload: workload.name(),
-                clients: n,
-                ops_per_sec: m.ops_per_sec(),
-                p50_ms: m.latency_ms(0.5),
-                p99_ms: m.latency_ms(0.99),
-                errors: m.errors,
-                first_error: m.first_error,
-            };
-            eprintln!(
-                "{system} {} {n} clients: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                row.workload, row.ops_per_sec, row.p50_ms, row.p99_ms, row.errors
-            );
-            rows.push(row);
+            rows.push(row(system, workload.name(), n, m));
         }
     }
     Ok(rows)

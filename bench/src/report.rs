@@ -10,6 +10,10 @@ pub(crate) const GOAL_OPS_RATIO_MIN: f64 = 2.0;
 
 pub(crate) const KEELSON: &str = "keelson";
 pub(crate) const ETCD: &str = "etcd";
+/// The Kubernetes API of the same Keelson cluster: write = ConfigMap create, read = get,
+/// list = a page of 100, watch = ADDED events delivered while creates run (latency from the
+/// create being sent).
+pub(crate) const API: &str = "api";
 
 /// One measured point, as printed.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +49,29 @@ pub(crate) fn table(rows: &[Row]) -> String {
 fn find<'a>(rows: &'a [Row], system: &str, workload: &str, clients: usize) -> Option<&'a Row> {
     rows.iter()
         .find(|r| r.system == system && r.workload == workload && r.clients == clients)
+}
+
+/// The API's throughput against the raw store's at the same client counts (its overhead).
+pub(crate) fn api_overhead(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<8} {:>7} {:>20} {:>18}",
+        "workload", "clients", "ops/s api/store", "p99 ms api/store"
+    );
+    for a in rows.iter().filter(|r| r.system == API) {
+        if let Some(k) = find(rows, KEELSON, a.workload, a.clients) {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>7} {:>20.2} {:>18.2}",
+                a.workload,
+                a.clients,
+                ratio(a.ops_per_sec, k.ops_per_sec),
+                ratio(a.p99_ms, k.p99_ms)
+            );
+        }
+    }
+    out
 }
 
 /// keelson/etcd for ops/s (higher is better) and p99 (lower is better), for every Keelson row

@@ -223,7 +223,14 @@ async fn check_namespace(
     let ns_resource = keelson_api::resources::find("", "v1", "namespaces")
         .ok_or_else(|| StatusError::internal("namespaces are not registered"))?;
     let key = object_key(ns_resource, None, namespace);
-    let Some(ns) = state.storage.get(&key, Consistency::Linearizable).await? else {
+    // This master's applied state answers almost always (as Kubernetes' admission answers
+    // from a cache); only a namespace not seen here yet costs a quorum read.
+    let local = state.storage.get(&key, Consistency::Serializable).await?;
+    let found = match local {
+        Some(ns) => Some(ns),
+        None => state.storage.get(&key, Consistency::Linearizable).await?,
+    };
+    let Some(ns) = found else {
         return Err(StatusError::not_found("", "namespaces", namespace));
     };
     if object::deletion_timestamp(&ns.object).is_some() {
