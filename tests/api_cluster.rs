@@ -326,6 +326,20 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     }
     assert_eq!(c0.get(&format!("{in_team}/c")).await.code, 404);
 
+    // Monitoring: the requests above are counted, and the store's state is exported.
+    let metrics = c0.get("/metrics").await;
+    assert_eq!(metrics.code, 200);
+    for series in [
+        "apiserver_request_total{",
+        "apiserver_request_duration_seconds_bucket{",
+        "keelson_store_revision ",
+        "keelson_raft_term ",
+        "apiserver_registered_watchers ",
+    ] {
+        assert!(metrics.text.contains(series), "{series} missing from:\n{}", metrics.text);
+    }
+    assert!(metrics.text.contains("resource=\"configmaps\""), "{}", metrics.text);
+
     // Plain deletion returns the object.
     let deleted = c2.delete(&format!("{CM}/cm1")).await;
     assert_eq!(deleted.code, 200);
