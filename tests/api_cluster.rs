@@ -336,9 +336,45 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
         "keelson_raft_term ",
         "apiserver_registered_watchers ",
     ] {
-        assert!(metrics.text.contains(series), "{series} missing from:\n{}", metrics.text);
+        assert!(
+            metrics.text.contains(series),
+            "{series} missing from:\n{}",
+            metrics.text
+        );
     }
-    assert!(metrics.text.contains("resource=\"configmaps\""), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("resource=\"configmaps\""),
+        "{}",
+        metrics.text
+    );
+
+    // Writes taken by a follower are carried out (and stamped) by the leader's API.
+    let leader = c0.get("/keelson/v1/cluster").await.body["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let leader_index = cluster
+        .masters
+        .iter()
+        .position(|m| m.name == leader)
+        .unwrap();
+    let follower = (leader_index + 1) % 3;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "stringData": {"k": "v"}});
+    let via_follower = cluster
+        .client(follower)
+        .post("/api/v1/namespaces/default/secrets", &secret)
+        .await;
+    assert_eq!(via_follower.code, 201, "{}", via_follower.text);
+    let leader_metrics = cluster.client(leader_index).get("/metrics").await.text;
+    assert!(
+        leader_metrics
+            .lines()
+            .any(|l| l.starts_with("apiserver_request_total{")
+                && l.contains("verb=\"create\"")
+                && l.contains("resource=\"secrets\"")
+                && l.contains("code=\"201\"")),
+        "the leader did not serve the follower's create:\n{leader_metrics}"
+    );
 
     // Plain deletion returns the object.
     let deleted = c2.delete(&format!("{CM}/cm1")).await;

@@ -497,6 +497,18 @@ impl Store {
         }
     }
 
+    /// The name of the member this one believes leads, from its Raft metrics (no network
+    /// round, no disk).
+    pub fn leader(&self) -> Option<String> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+    }
+
     /// The revision this member has applied; no network round, so possibly behind the leader.
     pub fn revision(&self) -> u64 {
         self.inner.keyspace.revision()

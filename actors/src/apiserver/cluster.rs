@@ -10,7 +10,7 @@ use tokio::sync::watch as signal;
 use super::ApiState;
 
 /// Where masters record their API address.
-const MASTERS_PREFIX: &str = "/keelson/masters/";
+pub(crate) const MASTERS_PREFIX: &str = "/keelson/masters/";
 /// How often registration is retried until it succeeds.
 const REGISTER_RETRY: Duration = Duration::from_secs(2);
 const REGISTER_ATTEMPTS_MAX: usize = 300;

@@ -27,7 +27,13 @@ pub(crate) async fn serve(state: ApiState, req: ApiRequest) -> Response {
             let (verb, resource) = describe(&req, &route);
             let response = match authorize(&state, &req, &route) {
                 Err(e) => status_reply(&e),
-                Ok(()) => dispatch(&state, &req, route).await,
+                Ok(()) => match route {
+                    Route::Resource(_) => match super::forward::to_leader(&state, &req).await {
+                        Some(response) => response,
+                        None => dispatch(&state, &req, route).await,
+                    },
+                    _ => dispatch(&state, &req, route).await,
+                },
             };
             (verb, resource, response)
         }

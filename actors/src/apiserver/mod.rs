@@ -5,6 +5,7 @@
 //! error leaves it as a Kubernetes `Status`.
 
 mod cluster;
+mod forward;
 mod handler;
 mod list;
 mod metrics;
@@ -100,6 +101,9 @@ pub(crate) struct ApiState {
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) name: Arc<String>,
     pub(crate) api_url: Arc<String>,
+    /// Sends writes to the leader's API (`None` if the client could not be built: writes are
+    /// then handled where they arrive).
+    pub(crate) forward_client: Option<reqwest::Client>,
 }
 
 /// A running API server.
@@ -247,6 +251,7 @@ impl ApiServer {
             metrics: metrics::recorder(),
             name: Arc::new(config.name.clone()),
             api_url: Arc::new(api_url),
+            forward_client: forward::client(&ca.cert_pem),
         };
         let (stop, stopped) = signal::channel(false);
         let tasks = vec![

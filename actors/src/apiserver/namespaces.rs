@@ -98,8 +98,8 @@ pub(crate) async fn run(state: ApiState, mut stopped: signal::Receiver<bool>) {
             _ = state.namespaces_changed.notified() => {}
             _ = tokio::time::sleep(SCAN_INTERVAL) => {}
         }
-        let status = state.storage.store().status().await;
-        if status.leader.as_deref() != Some(status.name.as_str()) {
+        let store = state.storage.store();
+        if store.leader().as_deref() != Some(store.name()) {
             continue;
         }
         if let Err(e) = finish_deletions(&state).await {

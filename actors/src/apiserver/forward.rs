@@ -1,0 +1,134 @@
+//! Writes taken by a follower go to the leader's API, so that the leader stamps what a write
+//! stamps (uids, creation and deletion times, managed-field times) with one clock, and the
+//! client never sees which master leads.
+//!
+//! A forwarded request carries a header and is never forwarded again. When the leader's API
+//! cannot be reached before the request is sent, the follower handles the write itself (the
+//! store forwards the transaction to the leader); once sent, a failure is an unknown outcome.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use keelson_api::status::StatusError;
+use keelson_raft::Consistency;
+use serde_json::Value;
+use warp::reply::Response;
+
+use super::cluster::MASTERS_PREFIX;
+use super::request::{status_reply, ApiRequest};
+use super::ApiState;
+
+/// Marks a request a master forwarded; such a request is handled where it arrives.
+pub(crate) const FORWARDED_HEADER: &str = "x-keelson-forwarded-by";
+/// The longest a forwarded write may take, as a client would wait for any write.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most bytes of a forwarded answer read.
+const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// An HTTPS client that trusts the cluster CA.
+pub(crate) fn client(ca_pem: &str) -> Option<reqwest::Client> {
+    // reqwest is built without a crypto provider of its own and panics without one; ring is
+    // the process's provider (an error only means one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certificate = reqwest::Certificate::from_pem(ca_pem.as_bytes()).ok()?;
+    reqwest::Client::builder()
+        .tls_certs_only([certificate])
+        .timeout(FORWARD_TIMEOUT)
+        .build()
+        .ok()
+}
+
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// The leader's API URL when this master is not the leader and the leader is known.
+async fn leader_api(state: &ApiState) -> Option<String> {
+    let store = state.storage.store();
+    let leader = store.leader()?;
+    if leader == store.name() {
+        return None;
+    }
+    let key = format!("{MASTERS_PREFIX}{leader}");
+    let range = keelson_raft::RangeRequest {
+        range: keelson_raft::KeyRange::key(key.as_bytes()),
+        revision: 0,
+        limit: 1,
+        consistency: Consistency::Serializable,
+    };
+    let response = store.range(range).await.ok()?;
+    let record: Value = serde_json::from_slice(&response.kvs.first()?.value).ok()?;
+    record["api"].as_str().map(str::to_string)
+}
+
+/// Sends a write to the leader's API when this master is a follower; `None` means "handle it
+/// here".
+pub(crate) async fn to_leader(state: &ApiState, req: &ApiRequest) -> Option<Response> {
+    if !is_write(&req.method) || req.headers.contains_key(FORWARDED_HEADER) {
+        return None;
+    }
+    let client = state.forward_client.as_ref()?;
+    let base = leader_api(state).await?;
+    let mut url = format!("{base}{}", req.path);
+    let query: Vec<(&String, &String)> = req.query.iter().collect();
+    if !query.is_empty() {
+        let encoded: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        url.push('?');
+        url.push_str(&encoded);
+    }
+    let mut request = client
+        .request(req.method.clone(), url)
+        .header(FORWARDED_HEADER, state.name.as_str())
+        .body(req.body.clone());
+    for name in ["authorization", "content-type", "accept"] {
+        if let Some(value) = req.headers.get(name) {
+            request = request.header(name, value.clone());
+        }
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => {
+            tracing::debug!(error = %e, "the leader's API is unreachable; handling the write here");
+            return None;
+        }
+        Err(e) => {
+            return Some(status_reply(&StatusError::timeout(&format!(
+                "the write was sent to the leader's API and its outcome is unknown: {e}"
+            ))))
+        }
+    };
+    let code = response.status();
+    let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+    let body = match read_limited(response).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Some(status_reply(&StatusError::timeout(&format!(
+                "the leader's answer to the write was cut off, so its outcome is unknown: {e}"
+            ))))
+        }
+    };
+    let mut reply = Response::new(body.into());
+    *reply.status_mut() = StatusCode::from_u16(code.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        content_type.unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    );
+    Some(reply)
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+            return Err(format!("more than {RESPONSE_BYTES_MAX} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
