@@ -198,27 +198,8 @@ impl Storage {
         key: &str,
         object: &Value,
     ) -> Result<Result<Stored, WriteRefused>, StatusError> {
-        let value = encode(object)?;
-        let txn = Txn {
-            compare: vec![Compare {
-                key: key.as_bytes().to_vec(),
-                check: Check::Absent,
-            }],
-            success: vec![Op::put(key.as_bytes(), value)],
-            failure: vec![],
-        };
-        let response = self.store.txn(txn).await.map_err(store_status)?;
-        if response.succeeded {
-            let mut object = object.clone();
-            set_resource_version(&mut object, response.revision);
-            Ok(Ok(Stored {
-                key: key.as_bytes().to_vec(),
-                object,
-                revision: response.revision,
-            }))
-        } else {
-            Ok(Err(WriteRefused::Exists))
-        }
+        self.put_if(key, Check::Absent, object, WriteRefused::Exists)
+            .await
     }
 
     /// Replaces `key` if it was last changed at `expected`.
@@ -228,27 +209,43 @@ impl Storage {
         expected: u64,
         object: &Value,
     ) -> Result<Result<Stored, WriteRefused>, StatusError> {
+        self.put_if(
+            key,
+            Check::ModRevision(expected),
+            object,
+            WriteRefused::Changed,
+        )
+        .await
+    }
+
+    /// Puts `object` under `key` if `check` holds, in one transaction.
+    async fn put_if(
+        &self,
+        key: &str,
+        check: Check,
+        object: &Value,
+        refused: WriteRefused,
+    ) -> Result<Result<Stored, WriteRefused>, StatusError> {
         let value = encode(object)?;
         let txn = Txn {
             compare: vec![Compare {
                 key: key.as_bytes().to_vec(),
-                check: Check::ModRevision(expected),
+                check,
             }],
             success: vec![Op::put(key.as_bytes(), value)],
             failure: vec![],
         };
         let response = self.store.txn(txn).await.map_err(store_status)?;
-        if response.succeeded {
-            let mut object = object.clone();
-            set_resource_version(&mut object, response.revision);
-            Ok(Ok(Stored {
-                key: key.as_bytes().to_vec(),
-                object,
-                revision: response.revision,
-            }))
-        } else {
-            Ok(Err(WriteRefused::Changed))
+        if !response.succeeded {
+            return Ok(Err(refused));
         }
+        let mut object = object.clone();
+        set_resource_version(&mut object, response.revision);
+        Ok(Ok(Stored {
+            key: key.as_bytes().to_vec(),
+            object,
+            revision: response.revision,
+        }))
     }
 
     /// Deletes `key` if it was last changed at `expected`; returns the deleting revision.
