@@ -58,6 +58,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
 
     // Phase 1: discovery and authentication.
+    eprintln!("phase 1");
     assert_eq!(c0.get("/api").await.body["versions"][0], "v1");
     let core = c1.get("/api/v1").await;
     assert!(core.text.contains("\"pods\""), "{}", core.text);
@@ -81,6 +82,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert_eq!(c0.get("/api/v1/namespaces/default").await.code, 200);
 
     // Phase 2: create on one master, read on another; AlreadyExists; optimistic concurrency.
+    eprintln!("phase 2");
     let created = c0.post(CM, &configmap("cm1", json!({"a": "1"}))).await;
     assert_eq!(created.code, 201, "{}", created.text);
     let rv1 = created.rv();
@@ -105,7 +107,19 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert_eq!(stale.code, 409, "{}", stale.text);
     assert_eq!(stale.body["reason"], "Conflict");
 
+    // generateName picks a free name with a random suffix.
+    let generated = c2
+        .post(
+            CM,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}}),
+        )
+        .await;
+    assert_eq!(generated.code, 201, "{}", generated.text);
+    let name = generated.body["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
     // Phase 3: every patch type.
+    eprintln!("phase 3");
     let merged = c0
         .patch(
             &format!("{CM}/cm1"),
@@ -173,6 +187,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert_eq!(reapplied.body["data"], json!({"x": "5"}));
 
     // Phase 4: subresources.
+    eprintln!("phase 4");
     let scaled = c0
         .patch(
             &format!("{deploys}/web/scale"),
@@ -247,6 +262,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert!(table["rows"].as_array().unwrap().len() >= 2);
 
     // Phase 5: validation lists every violation.
+    eprintln!("phase 5");
     let mut bad = pod("Bad_Name");
     bad["spec"]["containers"][0]["image"] = json!("");
     let invalid = c0.post(pods, &bad).await;
@@ -255,6 +271,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert!(invalid.body["details"]["causes"].as_array().unwrap().len() >= 2);
 
     // Phase 6: bad input gets the right 4xx and changes nothing.
+    eprintln!("phase 6");
     let before = c0.get(CM).await.body["items"].clone();
     let send = |ct: &'static str, body: Vec<u8>| {
         let c = c1.clone();
@@ -305,6 +322,7 @@ async fn crud_conflicts_patches_subresources_and_bad_input() {
     assert_eq!(c0.get(CM).await.body["items"], before);
 
     // Phase 7: deleting a namespace removes its contents, then the namespace.
+    eprintln!("phase 7");
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
     assert_eq!(c0.post("/api/v1/namespaces", &ns).await.code, 201);
     let in_team = "/api/v1/namespaces/team/configmaps";
@@ -450,6 +468,7 @@ async fn paged_lists_and_watches_that_resume_and_expire() {
     let (c0, c1) = (cluster.client(0), cluster.client(1));
 
     // Phase 1: a paged list keeps its first page's revision while writes continue.
+    eprintln!("phase 1");
     for i in 0..30 {
         let mut cm = configmap(&format!("page-{i:02}"), json!({}));
         cm["metadata"]["labels"] = json!({"set": "page"});
@@ -500,6 +519,7 @@ async fn paged_lists_and_watches_that_resume_and_expire() {
     );
 
     // Phase 2: a watch sees exactly the changes, in order.
+    eprintln!("phase 2");
     let list = c1.get(&format!("{CM}?labelSelector=w%3D1")).await;
     let start = list.rv();
     let mut stream = open_watch(&c1, &format!("labelSelector=w%3D1&resourceVersion={start}")).await;
@@ -548,7 +568,54 @@ async fn paged_lists_and_watches_that_resume_and_expire() {
         .collect();
     assert!(rvs.windows(2).all(|w| w[0] < w[1]), "{rvs:?}");
 
+    // sendInitialEvents: the current objects, then a bookmark marking their end.
+    let mut c = configmap("wc", json!({}));
+    c["metadata"]["labels"] = json!({"w": "1"});
+    assert_eq!(c0.post(CM, &c).await.code, 201);
+    let mut stream = open_watch(
+        &c1,
+        "labelSelector=w%3D1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+    )
+    .await;
+    let mut buffer = String::new();
+    let mut initial = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        while !buffer.contains('\n') {
+            let chunk = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let pos = buffer.find('\n').unwrap();
+        let line: String = buffer.drain(..=pos).collect();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["type"] == "BOOKMARK" {
+            assert_eq!(
+                event["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+                "true"
+            );
+            break;
+        }
+        initial.push(event);
+    }
+    assert_eq!(
+        summary(&initial),
+        vec![("ADDED".to_string(), "wc".to_string())]
+    );
+    let no_match = c1
+        .get(&format!("{CM}?watch=true&sendInitialEvents=true"))
+        .await;
+    assert_eq!(
+        no_match.code, 400,
+        "sendInitialEvents needs resourceVersionMatch: {}",
+        no_match.text
+    );
+
     // Phase 3: a watch on master 2 resumes on master 0 after master 2 is killed.
+    eprintln!("phase 3");
     let c2 = cluster.client(2);
     let from = c0.get(CM).await.rv();
     let mut stream = open_watch(&c2, &format!("labelSelector=r%3D1&resourceVersion={from}")).await;
@@ -592,6 +659,7 @@ async fn paged_lists_and_watches_that_resume_and_expire() {
     );
 
     // Phase 4: after compaction, an old resourceVersion is 410 Expired, for watch and continue.
+    eprintln!("phase 4");
     let old_page = c0.get(&format!("{CM}?limit=2")).await;
     let old_continue = old_page.body["metadata"]["continue"]
         .as_str()
@@ -647,6 +715,7 @@ async fn no_acknowledged_write_lost_when_the_leader_dies_or_all_restart() {
         .collect();
 
     // Phase 1: writers on the followers while the leader is killed.
+    eprintln!("phase 1");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for (w, api) in followers.iter().enumerate() {
@@ -694,6 +763,7 @@ async fn no_acknowledged_write_lost_when_the_leader_dies_or_all_restart() {
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 
     // Phase 2: every master restarted; all data is there.
+    eprintln!("phase 2");
     for i in 0..3 {
         cluster.kill(i);
     }
