@@ -262,13 +262,36 @@ async fn kubectl_works_against_keelson() {
     let _ = watcher.kill();
     let _ = watcher.wait();
 
-    // FIXME(issue 3): kubectl's typed `create configmap` helper sends protobuf, which Keelson
-    // does not decode; it gets a clear 415 naming the media types that work.
-    let protobuf = kubectl.run(&["create", "configmap", "typed", "--from-literal=k=v"]);
-    assert!(!protobuf.status.success());
+    // kubectl's typed helpers send protobuf bodies.
+    assert!(kubectl
+        .ok(&["create", "configmap", "typed", "--from-literal=k=v"])
+        .contains("configmap/typed created"));
+    assert_eq!(
+        kubectl.ok(&["get", "cm", "typed", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    assert!(kubectl
+        .ok(&[
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "--from-literal=p=s3cret"
+        ])
+        .contains("secret/pw created"));
+    assert_eq!(
+        kubectl.ok(&["get", "secret", "pw", "-o", "jsonpath={.data.p}"]),
+        "czNjcmV0"
+    );
+    assert!(kubectl
+        .ok(&["create", "namespace", "typed-ns"])
+        .contains("namespace/typed-ns created"));
+    // A kind not decoded from protobuf gets a 415 that says what to send instead.
+    let deployment = kubectl.run(&["create", "deployment", "typed", "--image=nginx"]);
+    assert!(!deployment.status.success());
     assert!(
-        String::from_utf8_lossy(&protobuf.stderr).contains("application/json"),
-        "{protobuf:?}"
+        String::from_utf8_lossy(&deployment.stderr).contains("application/json"),
+        "{deployment:?}"
     );
 
     // Phase 6: delete waits for the object to go; then NotFound.

@@ -10,6 +10,7 @@ pub use k8s_openapi;
 pub mod defaults;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod status;

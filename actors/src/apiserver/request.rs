@@ -85,6 +85,14 @@ impl ApiRequest {
         match content_type.as_str() {
             "" | "application/json" | "*/*" => decode_json(&self.body),
             "application/yaml" | "application/x-yaml" | "text/yaml" => decode_yaml(&self.body),
+            "application/vnd.kubernetes.protobuf" => keelson_api::protobuf::decode(&self.body)
+                .map_err(|e| match e {
+                    keelson_api::protobuf::ProtobufError::Unsupported(_)
+                    | keelson_api::protobuf::ProtobufError::Encoding(_) => {
+                        StatusError::unsupported_media_type(e.to_string())
+                    }
+                    _ => StatusError::bad_request(e.to_string()),
+                }),
             other => Err(unsupported_media_type(other)),
         }
     }
