@@ -13,14 +13,47 @@ pub const KEY_BYTES_MAX: usize = 4096;
 pub const TXN_OPS_MAX: usize = 128;
 /// The most bytes of keys and values one transaction may carry.
 pub const TXN_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The most transactions one [`Command::Batch`] may carry.
+pub const BATCH_TXNS_MAX: usize = 256;
+/// The most bytes of keys and values (see [`Txn::bytes`]) one [`Command::Batch`] may carry.
+/// Equal to [`TXN_BYTES_MAX`], so any valid transaction fits a batch of its own.
+pub const BATCH_BYTES_MAX: usize = TXN_BYTES_MAX;
 
 /// An entry of the replicated log.
+///
+/// Encoded by variant index (postcard): new variants go at the end, so that logs and snapshots
+/// written before them still decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// An atomic compare-then-write transaction; commits at most one new revision.
     Txn(Txn),
     /// Forget history older than `revision` (see [`crate::StateMachineStore`]).
     Compact { revision: u64 },
+    /// Transactions applied one after another, each exactly as if it were its own entry (its
+    /// own revision, its own compares), and all of them atomically on disk. Answered by
+    /// [`CommandResponse::Batch`]. Members combine concurrent transactions into one batch so
+    /// that Raft pays its per-entry costs once for all of them.
+    Batch(Vec<Txn>),
+}
+
+impl Command {
+    /// Checks a command before it is proposed. The state machine checks again, because entries
+    /// from peers are not trusted; there an invalid transaction is answered
+    /// [`CommandResponse::Rejected`] and changes nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Txn(txn) => txn.validate(),
+            Command::Compact { .. } => Ok(()),
+            Command::Batch(txns) => {
+                validate_batch(txns)?;
+                for (i, txn) in txns.iter().enumerate() {
+                    txn.validate()
+                        .map_err(|e| format!("transaction {i} of the batch: {e}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The result of applying a [`Command`].
@@ -38,6 +71,9 @@ pub enum CommandResponse {
     Rejected {
         reason: String,
     },
+    /// One answer per transaction of a [`Command::Batch`], in order: [`CommandResponse::Txn`],
+    /// or [`CommandResponse::Rejected`] for a transaction refused on its own.
+    Batch(Vec<CommandResponse>),
 }
 
 /// Compare every `compare`; if all hold, run `success`, else run `failure`.
@@ -115,6 +151,22 @@ impl Txn {
         }
     }
 
+    /// The bytes of keys and values the transaction carries: what [`TXN_BYTES_MAX`] and
+    /// [`BATCH_BYTES_MAX`] limit.
+    pub fn bytes(&self) -> usize {
+        let compares: usize = self.compare.iter().map(|c| c.key.len()).sum();
+        let ops: usize = self
+            .success
+            .iter()
+            .chain(&self.failure)
+            .map(|op| match op {
+                Op::Put { key, value } => key.len() + value.len(),
+                Op::Delete { key } | Op::Get { key } => key.len(),
+            })
+            .sum();
+        compares + ops
+    }
+
     /// Checks the limits and shape before the transaction is proposed: sizes, no key written
     /// twice in one branch.
     pub fn validate(&self) -> Result<(), String> {
@@ -124,16 +176,13 @@ impl Txn {
                 "transaction has {ops} compares and ops, more than the limit of {TXN_OPS_MAX}"
             ));
         }
-        let mut bytes = 0usize;
         for compare in &self.compare {
             check_key(&compare.key)?;
-            bytes += compare.key.len();
         }
         for branch in [&self.success, &self.failure] {
             let mut written: Vec<&[u8]> = Vec::new();
             for op in branch {
                 check_key(op.key())?;
-                bytes += op.key().len();
                 if let Op::Put { value, .. } = op {
                     if value.len() > VALUE_BYTES_MAX {
                         return Err(format!(
@@ -142,7 +191,6 @@ impl Txn {
                             String::from_utf8_lossy(op.key())
                         ));
                     }
-                    bytes += value.len();
                 }
                 if !matches!(op, Op::Get { .. }) {
                     if written.contains(&op.key()) {
@@ -155,6 +203,7 @@ impl Txn {
                 }
             }
         }
+        let bytes = self.bytes();
         if bytes > TXN_BYTES_MAX {
             return Err(format!(
                 "transaction carries {bytes} bytes, more than the limit of {TXN_BYTES_MAX}"
@@ -162,6 +211,28 @@ impl Txn {
         }
         Ok(())
     }
+}
+
+/// Checks the shape of a [`Command::Batch`] as a whole: at least one and at most
+/// [`BATCH_TXNS_MAX`] transactions, at most [`BATCH_BYTES_MAX`] bytes unless it holds a single
+/// transaction. Each transaction is checked on its own with [`Txn::validate`].
+pub fn validate_batch(txns: &[Txn]) -> Result<(), String> {
+    if txns.is_empty() {
+        return Err("empty batch".to_string());
+    }
+    if txns.len() > BATCH_TXNS_MAX {
+        return Err(format!(
+            "batch has {} transactions, more than the limit of {BATCH_TXNS_MAX}",
+            txns.len()
+        ));
+    }
+    let bytes: usize = txns.iter().map(Txn::bytes).sum();
+    if txns.len() > 1 && bytes > BATCH_BYTES_MAX {
+        return Err(format!(
+            "batch carries {bytes} bytes, more than the limit of {BATCH_BYTES_MAX}"
+        ));
+    }
+    Ok(())
 }
 
 fn check_key(key: &[u8]) -> Result<(), String> {

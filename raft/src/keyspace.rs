@@ -1,7 +1,7 @@
 //! The MVCC keyspace: every version of every key inside the history window, on RocksDB.
 //!
-//! Writes happen only through [`Keyspace::apply_txn`] and [`Keyspace::compact`], called by the
-//! state machine in log order; reads may run on any task at any time. A read at revision `r`
+//! Writes happen only through [`Keyspace::apply_txn`] and [`Keyspace::compact_into`] into a
+//! [`PendingWrite`], called by the state machine in log order; reads may run on any task at any time. A read at revision `r`
 //! is stable while writes continue, because writes only add versions above the current
 //! revision and compaction only removes versions below the compacted revision.
 
@@ -53,11 +53,46 @@ pub enum KeyspaceError {
     Corrupt(#[from] DecodeError),
 }
 
-/// A transaction's effect, ready to be written atomically.
-pub struct TxnOutcome {
-    pub response: TxnResponse,
-    pub batch: WriteBatch,
-    pub events: Vec<Event>,
+/// The effect of one log entry, built in memory and written to disk as one RocksDB write batch,
+/// so that a crash leaves all of it applied or none of it (re-applying the entry is then exact).
+///
+/// An entry may hold several transactions ([`crate::Command::Batch`]). Each commits on top of
+/// the ones before it: their writes are not on disk yet, so later transactions read them from
+/// `overlay`, and everything else from disk at `base`.
+pub struct PendingWrite {
+    /// The revision on disk under this write.
+    base: u64,
+    /// The revision after the transactions applied so far.
+    revision: u64,
+    /// The newest version, with its revision, of every key written so far; a tombstone for a
+    /// deletion.
+    overlay: HashMap<Vec<u8>, (u64, Version)>,
+    batch: WriteBatch,
+    /// The changes so far, in revision order.
+    events: Vec<Event>,
+}
+
+impl PendingWrite {
+    /// The write batch, for the state machine's own records (applied id, membership) and for
+    /// compaction.
+    pub fn batch_mut(&mut self) -> &mut WriteBatch {
+        &mut self.batch
+    }
+
+    /// The revision after every transaction applied so far.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Ends the write: the batch to write (with the new revision counter, if it moved), the
+    /// revision to publish after writing it, and the events to publish.
+    pub fn finish(mut self, db: &DB) -> (WriteBatch, u64, Vec<Event>) {
+        if self.revision != self.base {
+            self.batch
+                .put_cf(cf(db, CF_SM), SM_REVISION, self.revision.to_be_bytes());
+        }
+        (self.batch, self.revision, self.events)
+    }
 }
 
 /// The MVCC keyspace shared by the state machine (writer) and readers.
@@ -157,13 +192,53 @@ impl Keyspace {
             .and_then(|(mod_revision, v)| to_kv(key.to_vec(), mod_revision, v)))
     }
 
-    /// Builds the write of a transaction on top of the current revision. Deterministic: reads
-    /// only the store, never the clock.
-    pub fn apply_txn(&self, txn: &Txn) -> Result<TxnOutcome, KeyspaceError> {
-        let current = self.revision();
+    /// Starts the write of one log entry on top of the current revision.
+    pub fn begin_write(&self) -> PendingWrite {
+        let base = self.revision();
+        PendingWrite {
+            base,
+            revision: base,
+            overlay: HashMap::new(),
+            batch: WriteBatch::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The newest version of `key` as of `pending`: written earlier in it, else on disk.
+    fn pending_version(
+        &self,
+        pending: &PendingWrite,
+        key: &[u8],
+    ) -> Result<Option<(u64, Version)>, KeyspaceError> {
+        match pending.overlay.get(key) {
+            Some(newest) => Ok(Some(newest.clone())),
+            None => self.version_at(key, pending.base),
+        }
+    }
+
+    /// The live value of `key` as of `pending`.
+    fn pending_get(
+        &self,
+        pending: &PendingWrite,
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, KeyspaceError> {
+        Ok(self
+            .pending_version(pending, key)?
+            .and_then(|(mod_revision, v)| to_kv(key.to_vec(), mod_revision, v)))
+    }
+
+    /// Adds a transaction to `pending`, on top of the revision after the transactions already
+    /// in it, exactly as if it were applied alone: one new revision if it writes anything.
+    /// Deterministic: reads only the store and `pending`, never the clock.
+    pub fn apply_txn(
+        &self,
+        pending: &mut PendingWrite,
+        txn: &Txn,
+    ) -> Result<TxnResponse, KeyspaceError> {
+        let current = pending.revision;
         let mut succeeded = true;
         for compare in &txn.compare {
-            let kv = self.get_at(&compare.key, current)?;
+            let kv = self.pending_get(pending, &compare.key)?;
             let holds = match (compare.check, &kv) {
                 (Check::ModRevision(rev), Some(kv)) => kv.mod_revision == rev,
                 (Check::ModRevision(_), None) => false,
@@ -183,35 +258,31 @@ impl Keyspace {
         };
 
         let new_revision = current + 1;
-        let mut batch = WriteBatch::default();
-        let mut events = Vec::new();
+        let kv_cf = cf(&self.db, CF_KV);
+        let revs_cf = cf(&self.db, CF_REVS);
         let mut results = Vec::with_capacity(branch.len());
         // What this transaction has written so far, for its own later `Get`s.
         let mut written: HashMap<&[u8], Option<KeyValue>> = HashMap::new();
-        let mut sub: u32 = 0;
+        // The versions it writes; they enter the overlay once the whole branch is built, since
+        // its ops read the state before the transaction.
+        let mut versions: Vec<(&[u8], Version)> = Vec::new();
+        let mut events = Vec::new();
         for op in branch {
             match op {
                 Op::Get { key } => {
                     let kv = match written.get(key.as_slice()) {
                         Some(kv) => kv.clone(),
-                        None => self.get_at(key, current)?,
+                        None => self.pending_get(pending, key)?,
                     };
                     results.push(OpResult::Get { kv });
                 }
                 Op::Put { key, value } => {
-                    let prev = self.get_at(key, current)?;
+                    let prev = self.pending_get(pending, key)?;
                     let version = Version {
                         create_revision: prev.as_ref().map_or(new_revision, |p| p.create_revision),
                         version: prev.as_ref().map_or(1, |p| p.version + 1),
                         value: Some(value.clone()),
                     };
-                    batch.put_cf(
-                        cf(&self.db, CF_KV),
-                        mvcc_key(key, new_revision),
-                        encode(&version),
-                    );
-                    batch.put_cf(cf(&self.db, CF_REVS), rev_key(new_revision, sub), key);
-                    sub += 1;
                     let kv = KeyValue {
                         key: key.clone(),
                         value: value.clone(),
@@ -224,49 +295,53 @@ impl Keyspace {
                         kv: kv.clone(),
                         prev: prev.clone(),
                     });
+                    versions.push((key, version));
                     written.insert(key, Some(kv));
                     results.push(OpResult::Put { prev });
                 }
                 Op::Delete { key } => {
-                    let prev = self.get_at(key, current)?;
+                    let prev = self.pending_get(pending, key)?;
                     if let Some(prev) = &prev {
-                        let tombstone = Version {
-                            create_revision: 0,
-                            version: 0,
-                            value: None,
-                        };
-                        batch.put_cf(
-                            cf(&self.db, CF_KV),
-                            mvcc_key(key, new_revision),
-                            encode(&tombstone),
-                        );
-                        batch.put_cf(cf(&self.db, CF_REVS), rev_key(new_revision, sub), key);
-                        sub += 1;
                         events.push(Event {
                             kind: EventKind::Delete,
                             kv: deleted_kv(key.clone(), new_revision),
                             prev: Some(prev.clone()),
                         });
+                        versions.push((
+                            key,
+                            Version {
+                                create_revision: 0,
+                                version: 0,
+                                value: None,
+                            },
+                        ));
                     }
                     written.insert(key, None);
                     results.push(OpResult::Delete { prev });
                 }
             }
         }
-        let revision = if sub > 0 {
-            batch.put_cf(cf(&self.db, CF_SM), SM_REVISION, new_revision.to_be_bytes());
-            new_revision
-        } else {
-            current
-        };
-        Ok(TxnOutcome {
-            response: TxnResponse {
-                succeeded,
-                revision,
-                results,
-            },
-            batch,
-            events,
+        if !versions.is_empty() {
+            // The branch writes each key at most once (`Txn::validate`), so `sub` numbers the
+            // changes of this revision in op order, as the events are.
+            for (sub, (key, version)) in (0u32..).zip(versions) {
+                pending
+                    .batch
+                    .put_cf(kv_cf, mvcc_key(key, new_revision), encode(&version));
+                pending
+                    .batch
+                    .put_cf(revs_cf, rev_key(new_revision, sub), key);
+                pending
+                    .overlay
+                    .insert(key.to_vec(), (new_revision, version));
+            }
+            pending.events.append(&mut events);
+            pending.revision = new_revision;
+        }
+        Ok(TxnResponse {
+            succeeded,
+            revision: pending.revision,
+            results,
         })
     }
 

@@ -16,6 +16,7 @@ mod error;
 mod keyspace;
 mod log_store;
 mod network;
+mod proposer;
 mod protocol;
 mod state_machine;
 mod status;

@@ -18,9 +18,9 @@ use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
-use crate::command::{Command, CommandResponse};
+use crate::command::{validate_batch, Command, CommandResponse, Txn};
 use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
-use crate::keyspace::{Keyspace, SM_APPLIED, SM_MEMBERSHIP};
+use crate::keyspace::{Keyspace, KeyspaceError, PendingWrite, SM_APPLIED, SM_MEMBERSHIP};
 use crate::types::{Member, MemberId, TypeConfig};
 use crate::watch::WatchError;
 
@@ -89,6 +89,8 @@ impl StateMachineStore {
         &self.keyspace
     }
 
+    /// Applies one entry with one RocksDB write: its transactions, the revision counter and
+    /// the applied id together, so a crash leaves the entry applied whole or not at all.
     fn apply_one(&mut self, entry: Entry<TypeConfig>) -> StorageResult<CommandResponse> {
         let db = self.keyspace.db().clone();
         let log_id = entry.log_id;
@@ -98,28 +100,41 @@ impl StateMachineStore {
                 &std::io::Error::other(e.to_string()),
             ))
         };
-        let mut batch = WriteBatch::default();
-        let mut publish = None;
+        let keyspace = self.keyspace.clone();
+        let mut pending = keyspace.begin_write();
         let mut compacted = None;
         let response = match entry.payload {
             EntryPayload::Blank => CommandResponse::None,
             EntryPayload::Membership(membership) => {
                 self.membership = StoredMembership::new(Some(log_id), membership);
-                batch.put_cf(cf(&db, CF_SM), SM_MEMBERSHIP, encode(&self.membership));
+                pending
+                    .batch_mut()
+                    .put_cf(cf(&db, CF_SM), SM_MEMBERSHIP, encode(&self.membership));
                 CommandResponse::None
             }
-            EntryPayload::Normal(Command::Txn(txn)) => match txn.validate() {
-                Err(reason) => CommandResponse::Rejected { reason },
-                Ok(()) => {
-                    let outcome = self.keyspace.apply_txn(&txn).map_err(|e| apply_error(&e))?;
-                    batch = outcome.batch;
-                    publish = Some((outcome.response.revision, outcome.events));
-                    CommandResponse::Txn(outcome.response)
-                }
+            EntryPayload::Normal(Command::Txn(txn)) => {
+                apply_txn(&keyspace, &mut pending, &txn).map_err(|e| apply_error(&e))?
+            }
+            EntryPayload::Normal(Command::Batch(txns)) => match validate_batch(&txns) {
+                // Entries come from peers: a malformed batch is refused, transaction by
+                // transaction, and changes nothing.
+                Err(reason) => CommandResponse::Batch(
+                    txns.iter()
+                        .map(|_| CommandResponse::Rejected {
+                            reason: reason.clone(),
+                        })
+                        .collect(),
+                ),
+                Ok(()) => CommandResponse::Batch(
+                    txns.iter()
+                        .map(|txn| apply_txn(&keyspace, &mut pending, txn))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| apply_error(&e))?,
+                ),
             },
             EntryPayload::Normal(Command::Compact { revision }) => {
-                let current = self.keyspace.revision();
-                let before = self.keyspace.compacted();
+                let current = keyspace.revision();
+                let before = keyspace.compacted();
                 if revision > current {
                     CommandResponse::Rejected {
                         reason: format!(
@@ -129,8 +144,8 @@ impl StateMachineStore {
                 } else if revision <= before {
                     CommandResponse::Compacted { compacted: before }
                 } else {
-                    self.keyspace
-                        .compact_into(revision, &mut batch)
+                    keyspace
+                        .compact_into(revision, pending.batch_mut())
                         .map_err(|e| apply_error(&e))?;
                     compacted = Some(revision);
                     CommandResponse::Compacted {
@@ -140,17 +155,33 @@ impl StateMachineStore {
             }
         };
         self.applied = Some(log_id);
+        let (mut batch, revision, events) = pending.finish(&db);
         batch.put_cf(cf(&db, CF_SM), SM_APPLIED, encode(&self.applied));
         // Not synced: the log is, and a crash re-applies from the last applied id on disk.
         db.write(batch).map_err(|e| apply_error(&e))?;
         if let Some(compacted) = compacted {
-            self.keyspace.set_compacted(compacted);
+            keyspace.set_compacted(compacted);
         }
-        if let Some((revision, events)) = publish {
-            self.keyspace.publish(revision, events);
+        if revision != keyspace.revision() {
+            // Every transaction of the entry at once, in revision order: a watcher registering
+            // meanwhile sees all of them live or all of them from disk.
+            keyspace.publish(revision, events);
         }
         Ok(response)
     }
+}
+
+/// Applies one transaction into `pending`, or refuses it if it is malformed (entries come from
+/// peers and are not trusted).
+fn apply_txn(
+    keyspace: &Keyspace,
+    pending: &mut PendingWrite,
+    txn: &Txn,
+) -> Result<CommandResponse, KeyspaceError> {
+    Ok(match txn.validate() {
+        Err(reason) => CommandResponse::Rejected { reason },
+        Ok(()) => CommandResponse::Txn(keyspace.apply_txn(pending, txn)?),
+    })
 }
 
 fn snapshot_error(
@@ -319,5 +350,155 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         read_snapshot_file(&self.snapshot_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use openraft::CommittedLeaderId;
+    use rocksdb::DB;
+
+    use super::*;
+    use crate::command::{Check, Compare, KeyRange, Op};
+    use crate::db;
+
+    fn entry(index: u64, command: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    fn open_sm(dir: &Path) -> StateMachineStore {
+        let db = db::open(&dir.join("db")).unwrap();
+        let keyspace = Arc::new(Keyspace::open(db, 64).unwrap());
+        StateMachineStore::open(keyspace, dir.join("snapshot")).unwrap()
+    }
+
+    /// Closes the member's database cleanly (every handle is in `sm`).
+    fn close(sm: StateMachineStore) {
+        let db = sm.keyspace.db().clone();
+        drop(sm);
+        assert!(db::close(db).is_ok(), "no other handle on the database");
+    }
+
+    /// Every row of the state machine's column families, in order.
+    fn dump(db: &DB) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        for family in [CF_KV, CF_REVS, CF_SM] {
+            for item in db.iterator_cf(cf(db, family), IteratorMode::Start) {
+                let (key, value) = item.unwrap();
+                rows.push((family, key.to_vec(), value.to_vec()));
+            }
+        }
+        rows
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for file in std::fs::read_dir(from).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_lost_in_a_crash_is_applied_again_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let crashed = dir.path().join("crashed");
+
+        // Phase 1: two entries applied and on disk.
+        let mut sm = open_sm(&live);
+        sm.apply([
+            entry(1, Command::Txn(Txn::put("a", "1"))),
+            entry(2, Command::Txn(Txn::put("b", "1"))),
+        ])
+        .await
+        .unwrap();
+        close(sm);
+        // The disk as a crash would leave it if entry 3 was in the log but its apply had not
+        // reached the disk (the state machine's writes are not synced).
+        copy_dir(&live.join("db"), &crashed.join("db"));
+
+        // Phase 2: entry 3, a batch whose transactions build on each other.
+        let batch = Command::Batch(vec![
+            Txn::put("a", "2"),
+            Txn {
+                compare: vec![Compare {
+                    key: b"a".to_vec(),
+                    check: Check::ModRevision(3),
+                }],
+                success: vec![Op::delete("b"), Op::put("c", "1"), Op::get("a")],
+                failure: vec![],
+            },
+            // Refused on its own (empty key); the others are unaffected.
+            Txn::put("", "x"),
+            Txn {
+                compare: vec![Compare {
+                    key: b"b".to_vec(),
+                    check: Check::Present,
+                }],
+                success: vec![Op::put("d", "never")],
+                failure: vec![Op::put("a", "3")],
+            },
+        ]);
+        let mut sm = open_sm(&live);
+        let answered = sm.apply([entry(3, batch.clone())]).await.unwrap();
+        let revisions: Vec<u64> = match &answered[..] {
+            [CommandResponse::Batch(answers)] => answers
+                .iter()
+                .map(|a| match a {
+                    CommandResponse::Txn(t) => t.revision,
+                    _ => 0,
+                })
+                .collect(),
+            other => panic!("unexpected answer {other:?}"),
+        };
+        assert_eq!(revisions, vec![3, 4, 0, 5], "{answered:?}");
+        let after = dump(sm.keyspace.db());
+        close(sm);
+
+        // Phase 3: reopened, the live member has entry 3 applied whole; Raft does not apply it
+        // again.
+        let mut sm = open_sm(&live);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(3));
+        assert_eq!(sm.keyspace.revision(), 5);
+        assert_eq!(dump(sm.keyspace.db()), after);
+        close(sm);
+
+        // Phase 4: the crashed member has none of entry 3, and applying it again gives the
+        // same answers and the same bytes on disk.
+        let mut sm = open_sm(&crashed);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(2));
+        assert_eq!(sm.keyspace.revision(), 2);
+        let again = sm.apply([entry(3, batch)]).await.unwrap();
+        assert_eq!(again, answered);
+        assert_eq!(dump(sm.keyspace.db()), after);
+        let history = sm
+            .keyspace
+            .events(&KeyRange::prefix(""), 1, 5, 100)
+            .unwrap()
+            .0;
+        let changes: Vec<(u64, &[u8])> = history
+            .iter()
+            .map(|e| (e.kv.mod_revision, e.kv.key.as_slice()))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                (1, &b"a"[..]),
+                (2, b"b"),
+                (3, b"a"),
+                (4, b"b"),
+                (4, b"c"),
+                (5, b"a")
+            ]
+        );
+        close(sm);
     }
 }

@@ -21,6 +21,7 @@ use crate::error::StoreError;
 use crate::keyspace::Keyspace;
 use crate::log_store::LogStore;
 use crate::network::Network;
+use crate::proposer::{self, Proposer};
 use crate::protocol::{PeerRequest, PeerResponse, FORWARD_HOPS_MAX};
 use crate::state_machine::StateMachineStore;
 use crate::status::{MemberStatus, StoreStatus};
@@ -121,6 +122,8 @@ struct Inner {
     raft: Raft<TypeConfig>,
     keyspace: Arc<Keyspace>,
     transport: Arc<Transport>,
+    /// Where transactions queue to be proposed in batches.
+    proposer: Proposer,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
 }
@@ -162,6 +165,7 @@ impl Store {
         )
         .await
         .map_err(|e| storage_error("cannot start raft", &e))?;
+        let (proposer, proposals) = Proposer::new();
         let store = Store {
             inner: Arc::new(Inner {
                 id,
@@ -169,6 +173,7 @@ impl Store {
                 raft,
                 keyspace,
                 transport: transport.clone(),
+                proposer,
                 tasks: Mutex::new(Vec::new()),
                 closing: AtomicBool::new(false),
             }),
@@ -179,7 +184,16 @@ impl Store {
         let serve = tokio::spawn(transport.serve(service));
         let bootstrap = tokio::spawn(store.clone().bootstrap());
         let compactor = tokio::spawn(store.clone().compactor());
-        store.lock_tasks().extend([serve, bootstrap, compactor]);
+        let batches = {
+            let store = store.clone();
+            tokio::spawn(proposer::run(proposals, move |command, deadline| {
+                let store = store.clone();
+                async move { store.replicate(command, 0, deadline).await }
+            }))
+        };
+        store
+            .lock_tasks()
+            .extend([serve, bootstrap, compactor, batches]);
         tracing::info!(name = %store.inner.config.name, id, "store member started");
         Ok(store)
     }
@@ -356,17 +370,34 @@ impl Store {
         }
     }
 
-    /// Replicates `command` through the leader and returns what applying it answered.
+    /// Replicates `command` through the leader and returns what applying it answered. A
+    /// transaction is proposed in a batch with the others running concurrently on this member
+    /// (see `proposer`); it is answered as if it were alone.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, StoreError> {
         self.write_hops(command, 0).await
     }
 
     async fn write_hops(&self, command: Command, hops: u8) -> Result<CommandResponse, StoreError> {
         self.check_open()?;
-        if let Command::Txn(txn) = &command {
-            txn.validate().map_err(StoreError::Invalid)?;
-        }
+        command.validate().map_err(StoreError::Invalid)?;
         let deadline = self.deadline();
+        match command {
+            // From a client of this member (a transaction forwarded by a peer was already
+            // that peer's to batch).
+            Command::Txn(txn) if hops == 0 => self.inner.proposer.propose(txn, deadline).await,
+            command => self.replicate(command, hops, deadline).await,
+        }
+    }
+
+    /// Proposes `command` (validated) as one log entry, forwarding it to the leader if this
+    /// member does not lead, until `deadline`.
+    async fn replicate(
+        &self,
+        command: Command,
+        hops: u8,
+        deadline: Instant,
+    ) -> Result<CommandResponse, StoreError> {
+        self.check_open()?;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {

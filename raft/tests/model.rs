@@ -1,5 +1,6 @@
-//! Random transactions, compactions and reads against the state machine, each read compared
-//! with a simple in-memory model of etcd's MVCC semantics.
+//! Random transactions (alone and in batches), compactions and reads against the state
+//! machine, each answer and read compared with a simple in-memory model of etcd's MVCC
+//! semantics, in which a batch is its transactions applied one after another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use keelson_raft::storage::{open, Keyspace, StateMachineStore};
 use keelson_raft::{
     Check, Command, CommandResponse, Compare, EventKind, KeyRange, KeyValue, Op, OpResult, Txn,
-    TxnResponse,
+    TxnResponse, WatchRequest, WatchStream,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
@@ -173,13 +174,72 @@ fn branch() -> impl Strategy<Value = Vec<Op>> {
     })
 }
 
+/// A transaction to build against the model's revision when it is applied.
+#[derive(Debug, Clone)]
+struct TxnSpec {
+    compare: Vec<(Vec<u8>, u8, u64)>,
+    success: Vec<Op>,
+    failure: Vec<Op>,
+    /// Made invalid (an empty key): the state machine must refuse it alone.
+    invalid: bool,
+}
+
+impl TxnSpec {
+    fn build(self, model: &Model) -> Txn {
+        let compare = self
+            .compare
+            .into_iter()
+            .map(|(key, kind, n)| Compare {
+                key,
+                check: match kind {
+                    0 => Check::ModRevision(model.revision.saturating_sub(n)),
+                    1 => Check::Version(n % 3),
+                    2 => Check::Absent,
+                    _ => Check::Present,
+                },
+            })
+            .collect();
+        let mut success = self.success;
+        if self.invalid {
+            success.push(Op::put("", "x"));
+        }
+        Txn {
+            compare,
+            success,
+            failure: self.failure,
+        }
+    }
+
+    /// What the state machine answers: the model's answer, or a refusal.
+    fn expect(txn: &Txn, model: &mut Model) -> CommandResponse {
+        match txn.validate() {
+            Ok(()) => CommandResponse::Txn(model.apply(txn)),
+            Err(reason) => CommandResponse::Rejected { reason },
+        }
+    }
+}
+
+fn txn_spec(invalid_weight: u32) -> impl Strategy<Value = TxnSpec> {
+    let compare = (key(), 0u8..4, 0u64..6);
+    (
+        prop::collection::vec(compare, 0..3),
+        branch(),
+        branch(),
+        prop::bool::weighted(f64::from(invalid_weight) / 100.0),
+    )
+        .prop_map(|(compare, success, failure, invalid)| TxnSpec {
+            compare,
+            success,
+            failure,
+            invalid,
+        })
+}
+
 #[derive(Debug, Clone)]
 enum Step {
-    Txn {
-        compare: Vec<(Vec<u8>, u8, u64)>,
-        success: Vec<Op>,
-        failure: Vec<Op>,
-    },
+    Txn(TxnSpec),
+    /// Transactions proposed together as one log entry.
+    Batch(Vec<TxnSpec>),
     /// Compact to this fraction (per mille) of the way from compacted to current.
     Compact(u64),
     /// Read a prefix at this fraction of the readable window, with this page size.
@@ -189,14 +249,16 @@ enum Step {
         limit: usize,
     },
     /// Replay events from this fraction of the readable window.
-    Events { prefix: Vec<u8>, from: u64 },
+    Events {
+        prefix: Vec<u8>,
+        from: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let compare = (key(), 0u8..4, 0u64..6);
     prop_oneof![
-        6 => (prop::collection::vec(compare, 0..3), branch(), branch())
-            .prop_map(|(compare, success, failure)| Step::Txn { compare, success, failure }),
+        3 => txn_spec(0).prop_map(Step::Txn),
+        4 => prop::collection::vec(txn_spec(10), 1..8).prop_map(Step::Batch),
         1 => (0u64..=1000).prop_map(Step::Compact),
         2 => (prop::sample::select(vec![b"".to_vec(), b"a".to_vec(), b"b".to_vec()]), 0u64..=1000, 0usize..4)
             .prop_map(|(prefix, at, limit)| Step::Range { prefix, at, limit }),
@@ -225,31 +287,32 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     };
     for step in steps {
         match step {
-            Step::Txn {
-                compare,
-                success,
-                failure,
-            } => {
-                let compare = compare
-                    .into_iter()
-                    .map(|(key, kind, n)| Compare {
-                        key,
-                        check: match kind {
-                            0 => Check::ModRevision(model.revision.saturating_sub(n)),
-                            1 => Check::Version(n % 3),
-                            2 => Check::Absent,
-                            _ => Check::Present,
-                        },
-                    })
-                    .collect();
-                let txn = Txn {
-                    compare,
-                    success,
-                    failure,
-                };
+            Step::Txn(spec) => {
+                let txn = spec.build(&model);
                 let expected = model.apply(&txn);
                 let got = sm.apply([apply(Command::Txn(txn.clone()))]).await.unwrap();
                 prop_assert_eq!(&got[0], &CommandResponse::Txn(expected), "txn {:?}", txn);
+            }
+            Step::Batch(specs) => {
+                // Each transaction is built against the revision the ones before it leave,
+                // as clients that read before they write would build them.
+                let mut txns = Vec::new();
+                let mut expected = Vec::new();
+                for spec in specs {
+                    let txn = spec.build(&model);
+                    expected.push(TxnSpec::expect(&txn, &mut model));
+                    txns.push(txn);
+                }
+                let got = sm
+                    .apply([apply(Command::Batch(txns.clone()))])
+                    .await
+                    .unwrap();
+                prop_assert_eq!(
+                    &got[0],
+                    &CommandResponse::Batch(expected),
+                    "batch {:?}",
+                    txns
+                );
             }
             Step::Compact(per_mille) => {
                 let target = within(model.compacted, model.revision, per_mille);
@@ -326,4 +389,124 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(run(steps))?;
     }
+}
+
+fn entry(index: u64, command: Command) -> Entry<keelson_raft::TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+fn answer_of(response: &CommandResponse) -> &TxnResponse {
+    match response {
+        CommandResponse::Txn(answer) => answer,
+        other => panic!("expected a transaction's answer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_commits_consecutive_revisions_and_its_transactions_stand_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db")).unwrap();
+    let keyspace = Arc::new(Keyspace::open(db, 1024).unwrap());
+    let mut sm = StateMachineStore::open(keyspace.clone(), dir.path().join("snapshot")).unwrap();
+    sm.apply([entry(1, Command::Txn(Txn::put("/x", "0")))])
+        .await
+        .unwrap();
+    let mut watch = WatchStream::open(
+        keyspace.clone(),
+        WatchRequest {
+            range: KeyRange::prefix(""),
+            start_revision: 0,
+        },
+    )
+    .unwrap();
+
+    // Phase 1: five transactions in one entry; the third's compare fails, the fourth only
+    // reads, the fifth checks what the second wrote.
+    let create_y = |value: &str| Txn {
+        compare: vec![Compare {
+            key: b"/y".to_vec(),
+            check: Check::Absent,
+        }],
+        success: vec![Op::put("/y", value)],
+        failure: vec![Op::get("/y")],
+    };
+    let batch = vec![
+        Txn::put("/x", "1"),
+        create_y("first"),
+        create_y("second"),
+        Txn {
+            success: vec![Op::get("/x")],
+            ..Txn::default()
+        },
+        Txn {
+            compare: vec![Compare {
+                key: b"/y".to_vec(),
+                check: Check::ModRevision(3),
+            }],
+            success: vec![Op::delete("/x"), Op::put("/z", "1")],
+            failure: vec![],
+        },
+    ];
+    let got = sm.apply([entry(2, Command::Batch(batch))]).await.unwrap();
+    let [CommandResponse::Batch(answers)] = &got[..] else {
+        panic!("expected a batch's answers, got {got:?}");
+    };
+    let answers: Vec<&TxnResponse> = answers.iter().map(answer_of).collect();
+    let revisions: Vec<u64> = answers.iter().map(|a| a.revision).collect();
+    let succeeded: Vec<bool> = answers.iter().map(|a| a.succeeded).collect();
+    assert_eq!(revisions, vec![2, 3, 3, 3, 4]);
+    assert_eq!(succeeded, vec![true, true, false, true, true]);
+    // The failed compare saw the write of the transaction before it, and changed nothing.
+    match &answers[2].results[..] {
+        [OpResult::Get { kv: Some(kv) }] => {
+            assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"first"[..], 3))
+        }
+        other => panic!("unexpected results {other:?}"),
+    }
+    match &answers[3].results[..] {
+        [OpResult::Get { kv: Some(kv) }] => {
+            assert_eq!((kv.value.as_slice(), kv.version), (&b"1"[..], 2))
+        }
+        other => panic!("unexpected results {other:?}"),
+    }
+    assert_eq!(keyspace.revision(), 4);
+
+    // Phase 2: reads at each revision of the batch see exactly the transactions up to it.
+    let values_at = |revision: u64| -> Vec<(Vec<u8>, Vec<u8>)> {
+        keyspace
+            .range(&KeyRange::prefix(""), revision, 0)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    };
+    let kv = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    assert_eq!(values_at(1), vec![kv("/x", "0")]);
+    assert_eq!(values_at(2), vec![kv("/x", "1")]);
+    assert_eq!(values_at(3), vec![kv("/x", "1"), kv("/y", "first")]);
+    assert_eq!(values_at(4), vec![kv("/y", "first"), kv("/z", "1")]);
+
+    // Phase 3: a live watcher gets every change, one revision after another.
+    let events = watch.next().await.unwrap().unwrap();
+    let changes: Vec<(u64, &[u8], EventKind)> = events
+        .iter()
+        .map(|e| (e.kv.mod_revision, e.kv.key.as_slice(), e.kind))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (2, &b"/x"[..], EventKind::Put),
+            (3, b"/y", EventKind::Put),
+            (4, b"/x", EventKind::Delete),
+            (4, b"/z", EventKind::Put),
+        ]
+    );
+    assert_eq!(
+        events[2].prev.as_ref().map(|p| p.value.as_slice()),
+        Some(&b"1"[..])
+    );
 }
