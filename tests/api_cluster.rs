@@ -778,3 +778,107 @@ async fn no_acknowledged_write_lost_when_the_leader_dies_or_all_restart() {
         .collect();
     assert_eq!(after, listed);
 }
+
+/// One valid object of every kind the API serves, with its collection path.
+fn every_kind() -> Vec<(String, Value)> {
+    let ns = "/api/v1/namespaces/default";
+    let apps = "/apis/apps/v1/namespaces/default";
+    let template = json!({
+        "metadata": {"labels": {"app": "k"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    });
+    vec![
+        (
+            "/api/v1/namespaces".to_string(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kind-ns"}}),
+        ),
+        (format!("{ns}/pods"), pod("kind-pod")),
+        (
+            "/api/v1/nodes".to_string(),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "kind-node"}}),
+        ),
+        (
+            format!("{ns}/services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kind-svc"}, "spec": {"selector": {"app": "k"}, "ports": [{"port": 80}]}}),
+        ),
+        (
+            format!("{ns}/endpoints"),
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kind-ep"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]}),
+        ),
+        (
+            format!("{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kind-sa"}}),
+        ),
+        (
+            format!("{ns}/secrets"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kind-secret"}, "data": {"k": "dg=="}}),
+        ),
+        (
+            format!("{ns}/configmaps"),
+            configmap("kind-cm", json!({"k": "v"})),
+        ),
+        (
+            format!("{ns}/replicationcontrollers"),
+            json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "kind-rc"}, "spec": {"replicas": 1, "selector": {"app": "k"}, "template": template}}),
+        ),
+        (
+            format!("{ns}/events"),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "kind-ev"}, "involvedObject": {"kind": "Pod", "name": "kind-pod", "namespace": "default"}, "reason": "Test", "message": "hello", "type": "Normal"}),
+        ),
+        (
+            format!("{apps}/replicasets"),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "kind-rs"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "k"}}, "template": template}}),
+        ),
+        (format!("{apps}/deployments"), deployment("kind-deploy")),
+        (
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases".to_string(),
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "kind-lease"}, "spec": {"holderIdentity": "m0", "leaseDurationSeconds": 15}}),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_is_created_read_listed_updated_and_deleted() {
+    let cluster = Cluster::start(3).await;
+    for (i, (collection, object)) in every_kind().into_iter().enumerate() {
+        let api = cluster.client(i % 3);
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let item = format!("{collection}/{name}");
+        eprintln!("kind {kind}");
+        let created = api.post(&collection, &object).await;
+        assert_eq!(created.code, 201, "create {kind}: {}", created.text);
+        let read = cluster.client((i + 1) % 3).get(&item).await;
+        assert_eq!(read.code, 200, "get {kind}: {}", read.text);
+        assert_eq!(read.body["kind"], kind.as_str());
+        let listed = api.get(&collection).await;
+        assert!(
+            names(&listed.body).contains(&name),
+            "list {kind}: {}",
+            listed.text
+        );
+        let mut update = read.body.clone();
+        update["metadata"]["labels"]["touched"] = json!("yes");
+        let updated = cluster.client((i + 2) % 3).put(&item, &update).await;
+        assert_eq!(updated.code, 200, "update {kind}: {}", updated.text);
+        assert_eq!(updated.body["metadata"]["labels"]["touched"], "yes");
+        let deleted = api.delete(&item).await;
+        assert_eq!(deleted.code, 200, "delete {kind}: {}", deleted.text);
+        if kind == "Namespace" {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while api.get(&item).await.code != 404 {
+                assert!(
+                    Instant::now() < deadline,
+                    "namespace {name} was not removed"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } else {
+            assert_eq!(
+                api.get(&item).await.code,
+                404,
+                "{kind} still there after delete"
+            );
+        }
+    }
+}
