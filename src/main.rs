@@ -85,7 +85,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
+    // actix's System runs on the multi-threaded runtime: the supervisor actor on this thread,
+    // everything spawned with tokio on the workers.
+    let system = actix_rt::System::with_tokio_rt(move || runtime);
+    let result = system.block_on(async move {
         match cli.command {
             Command::Master(args) => {
                 init_logging(cli.log_format);

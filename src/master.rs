@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use keelson_actors::{ApiServer, ApiServerConfig};
+use keelson_actors::{ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig};
 use keelson_raft::{Member, Store, StoreConfig};
 use rand::RngCore;
 
@@ -38,6 +38,23 @@ pub(crate) struct MasterArgs {
     /// Applied log entries between snapshots.
     #[arg(long, env = "KEELSON_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
     snapshot_entries: u64,
+    /// Seconds without a heartbeat before a node turns `Ready=Unknown`.
+    #[arg(long, env = "KEELSON_NODE_MONITOR_GRACE_SECS", default_value_t = 10)]
+    node_monitor_grace_secs: u64,
+    /// Seconds pods stay on a not-ready node before they are evicted.
+    #[arg(long, env = "KEELSON_POD_EVICTION_TIMEOUT_SECS", default_value_t = 10)]
+    pod_eviction_timeout_secs: u64,
+    /// The range nodes' pod CIDRs are cut from.
+    #[arg(long, env = "KEELSON_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The control loops to run: `*` for all, a name to add one, `-name` to leave one out.
+    #[arg(
+        long,
+        env = "KEELSON_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    controllers: Vec<String>,
 }
 
 impl MasterArgs {
@@ -53,6 +70,10 @@ impl MasterArgs {
             history_window_secs: 300,
             compaction_interval_secs: 30,
             snapshot_entries: 10_000,
+            node_monitor_grace_secs: 10,
+            pod_eviction_timeout_secs: 10,
+            cluster_cidr: "10.244.0.0/16".to_string(),
+            controllers: vec!["*".to_string()],
         }
     }
 }
@@ -183,8 +204,20 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
         api.kubeconfig().display()
     );
 
+    let control_plane = ControlPlane::start(
+        api.client("controller-manager"),
+        ControlPlaneConfig {
+            node_monitor_grace: Duration::from_secs(args.node_monitor_grace_secs.max(1)),
+            pod_eviction_timeout: Duration::from_secs(args.pod_eviction_timeout_secs),
+            cluster_cidr: args.cluster_cidr.clone(),
+            enabled: args.controllers.clone(),
+            ..ControlPlaneConfig::default()
+        },
+    );
+
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    control_plane.shutdown().await;
     api.shutdown().await;
     store.shutdown().await;
     Ok(())

@@ -39,6 +39,14 @@ use crate::pki::{admin_kubeconfig, ClusterCa, PkiError, ServingCert};
 use request::{status_reply, ApiRequest, REQUEST_BODY_BYTES_MAX};
 use storage::Storage;
 
+pub(crate) use list::LIST_ITEMS_MAX as LIST_PAGE_ITEMS_MAX;
+pub(crate) use storage::collection_prefix;
+
+/// Decodes a stored object and sets its resourceVersion.
+pub(crate) fn decode_stored(kv: &keelson_raft::KeyValue) -> Result<serde_json::Value, StatusError> {
+    storage::decode(kv).map(|stored| stored.object)
+}
+
 /// The most connections served at once; more wait in the kernel's backlog.
 const CONNECTIONS_MAX: usize = 4096;
 /// How long a client has to finish the TLS handshake.
@@ -106,8 +114,33 @@ pub(crate) struct ApiState {
     pub(crate) forward_client: Option<reqwest::Client>,
 }
 
+/// A request made inside this master (by the scheduler and the controllers).
+pub(crate) struct ApiRequestParts {
+    pub(crate) method: http::Method,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Serves a request made inside this master through the same handler as HTTPS requests.
+pub(crate) async fn handler_serve(
+    state: &ApiState,
+    parts: ApiRequestParts,
+) -> Result<warp::reply::Response, StatusError> {
+    let req = ApiRequest::new(
+        parts.method,
+        parts.path,
+        parts.query.as_deref(),
+        parts.headers,
+        parts.body,
+    )?;
+    Ok(handler::serve(state.clone(), req).await)
+}
+
 /// A running API server.
 pub struct ApiServer {
+    state: ApiState,
     local_addr: SocketAddr,
     kubeconfig: PathBuf,
     stop: signal::Sender<bool>,
@@ -265,6 +298,7 @@ impl ApiServer {
             tokio::spawn(cluster::register(state.clone(), stopped)),
         ];
         Ok(ApiServer {
+            state,
             local_addr,
             kubeconfig,
             stop,
@@ -274,6 +308,16 @@ impl ApiServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A client that calls this API in-process as `component`.
+    pub fn client(&self, component: &'static str) -> crate::client::ApiClient {
+        crate::client::ApiClient::new(self.state.clone(), component)
+    }
+
+    /// The store this API serves.
+    pub fn store(&self) -> &Store {
+        self.state.storage.store()
     }
 
     /// The admin kubeconfig this master wrote.

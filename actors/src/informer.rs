@@ -1,0 +1,401 @@
+//! Shared informers: watch-driven caches of one resource each, shared by every controller on
+//! the leading master. An informer lists the collection at one revision, swaps its cache whole,
+//! then watches from that revision; a compacted, overflowed or reset watch relists.
+//!
+//! Reads come from this master's store (the list linearizable, the watch local); writes never
+//! do: controllers write through [`crate::client::ApiClient`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use keelson_api::object;
+use keelson_api::resources::Resource;
+use keelson_raft::{Consistency, EventKind, KeyRange, Store, WatchError, WatchRequest};
+use serde_json::Value;
+use tokio::sync::{broadcast, watch as signal};
+
+use crate::apiserver::{collection_prefix, decode_stored, LIST_PAGE_ITEMS_MAX};
+
+/// Changes buffered per subscriber; one that falls further behind gets a resync.
+const CHANGES_BUFFER_MAX: usize = 16 * 1024;
+/// The longest pause between relist attempts.
+const RELIST_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The cache key of an object: `namespace/name`, or `name` for cluster-scoped objects.
+pub fn key_of(obj: &Value) -> String {
+    match (object::namespace(obj), object::name(obj)) {
+        (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
+        (_, Some(name)) => name.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Splits a cache key into namespace and name.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, key),
+    }
+}
+
+/// One change seen by an informer.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An object was added or modified (`old` is what the cache held before).
+    Applied {
+        old: Option<Arc<Value>>,
+        new: Arc<Value>,
+    },
+    Deleted(Arc<Value>),
+    /// The cache was replaced after a (re)list, or this subscriber fell behind: look at
+    /// everything again.
+    Resynced,
+}
+
+#[derive(Default)]
+struct Cache {
+    objects: HashMap<String, Arc<Value>>,
+    /// Keys of objects by the uid of each of their owners.
+    by_owner: HashMap<String, HashSet<String>>,
+    revision: u64,
+}
+
+impl Cache {
+    fn insert(&mut self, key: String, obj: Arc<Value>) -> Option<Arc<Value>> {
+        let old = self.objects.insert(key.clone(), obj.clone());
+        if let Some(old) = &old {
+            self.unindex(&key, old);
+        }
+        for owner in object::owner_references(&obj) {
+            self.by_owner
+                .entry(owner.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Arc<Value>> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &str, obj: &Value) {
+        for owner in object::owner_references(obj) {
+            if let Some(keys) = self.by_owner.get_mut(&owner.uid) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(&owner.uid);
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    resource: &'static Resource,
+    /// The store prefix of the collection.
+    prefix: String,
+    cache: RwLock<Cache>,
+    changes: broadcast::Sender<Change>,
+    synced: signal::Sender<bool>,
+}
+
+/// A watch-driven cache of one resource; clones share it.
+#[derive(Clone)]
+pub struct Informer {
+    inner: Arc<Inner>,
+}
+
+/// A subscriber's stream of changes.
+pub struct Subscription {
+    changes: broadcast::Receiver<Change>,
+}
+
+impl Subscription {
+    /// The next change; `None` once the informer has stopped. A subscriber that fell behind
+    /// gets `Resynced`.
+    pub async fn recv(&mut self) -> Option<Change> {
+        match self.changes.recv().await {
+            Ok(change) => Some(change),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Change::Resynced),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Informer {
+    /// Starts informing on `resource` until `stopped` turns true.
+    pub(crate) fn start(
+        store: Store,
+        resource: &'static Resource,
+        stopped: signal::Receiver<bool>,
+    ) -> Informer {
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER_MAX);
+        let (synced, _) = signal::channel(false);
+        let informer = Informer {
+            inner: Arc::new(Inner {
+                resource,
+                prefix: collection_prefix(resource, None),
+                cache: RwLock::new(Cache::default()),
+                changes,
+                synced,
+            }),
+        };
+        tokio::spawn(informer.clone().run(store, stopped));
+        informer
+    }
+
+    pub fn resource(&self) -> &'static Resource {
+        self.inner.resource
+    }
+
+    /// Changes from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            changes: self.inner.changes.subscribe(),
+        }
+    }
+
+    /// Waits until the first list is in the cache.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.inner.synced.subscribe();
+        let _ = synced.wait_for(|s| *s).await;
+    }
+
+    pub fn has_synced(&self) -> bool {
+        *self.inner.synced.borrow()
+    }
+
+    /// The revision the cache reflects.
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Every object in the cache.
+    pub fn list(&self) -> Vec<Arc<Value>> {
+        self.read().objects.values().cloned().collect()
+    }
+
+    /// Every object in one namespace.
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<Value>> {
+        self.read()
+            .objects
+            .values()
+            .filter(|o| object::namespace(o) == Some(namespace))
+            .cloned()
+            .collect()
+    }
+
+    /// Every cached key.
+    pub fn keys(&self) -> Vec<String> {
+        self.read().objects.keys().cloned().collect()
+    }
+
+    /// The objects that name `owner_uid` among their ownerReferences.
+    pub fn owned_by(&self, owner_uid: &str) -> Vec<Arc<Value>> {
+        let cache = self.read();
+        cache
+            .by_owner
+            .get(owner_uid)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| cache.objects.get(k).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The number of cached objects.
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        // A panic while holding the lock leaves the cache as consistent as any single
+        // insert or remove leaves it; keep serving it.
+        self.inner
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.inner
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn run(self, store: Store, mut stopped: signal::Receiver<bool>) {
+        let prefix = self.inner.prefix.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let revision = tokio::select! {
+                _ = stopped.changed() => return,
+                listed = self.relist(&store, &prefix) => match listed {
+                    Ok(revision) => revision,
+                    Err(e) => {
+                        tracing::warn!(resource = self.inner.resource.plural, error = %e, "informer list failed; retrying");
+                        tokio::select! {
+                            _ = stopped.changed() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(RELIST_BACKOFF_MAX);
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(100);
+            let request = WatchRequest {
+                range: KeyRange::prefix(prefix.as_bytes()),
+                start_revision: revision + 1,
+            };
+            let mut stream = match store.watch(request) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(resource = self.inner.resource.plural, error = %e, "informer watch failed; relisting");
+                    continue;
+                }
+            };
+            loop {
+                let batch = tokio::select! {
+                    _ = stopped.changed() => return,
+                    batch = stream.next() => batch,
+                };
+                match batch {
+                    Some(Ok(events)) => self.apply(&events),
+                    Some(Err(WatchError::Closed)) | None => return,
+                    Some(Err(e)) => {
+                        tracing::info!(resource = self.inner.resource.plural, error = %e, "informer watch ended; relisting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists the whole collection at one revision and swaps the cache.
+    async fn relist(&self, store: &Store, prefix: &str) -> Result<u64, String> {
+        let mut fresh = Cache::default();
+        let mut start: Option<Vec<u8>> = None;
+        let mut revision = 0;
+        loop {
+            let mut range = KeyRange::prefix(prefix.as_bytes());
+            if let Some(start) = start.take() {
+                range.start = start;
+            }
+            let request = keelson_raft::RangeRequest {
+                range,
+                revision,
+                limit: LIST_PAGE_ITEMS_MAX,
+                consistency: Consistency::Linearizable,
+            };
+            let page = store.range(request).await.map_err(|e| e.to_string())?;
+            revision = page.revision;
+            for kv in &page.kvs {
+                match decode_stored(kv) {
+                    Ok(obj) => {
+                        let key = key_of(&obj);
+                        fresh.insert(key, Arc::new(obj));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "informer skips an undecodable object"),
+                }
+            }
+            match page.next_key {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        fresh.revision = revision;
+        *self.write() = fresh;
+        let _ = self.inner.synced.send(true);
+        let _ = self.inner.changes.send(Change::Resynced);
+        Ok(revision)
+    }
+
+    fn apply(&self, events: &[keelson_raft::Event]) {
+        let mut changes = Vec::with_capacity(events.len());
+        {
+            let mut cache = self.write();
+            for event in events {
+                cache.revision = cache.revision.max(event.kv.mod_revision);
+                match event.kind {
+                    EventKind::Put => match decode_stored(&event.kv) {
+                        Ok(obj) => {
+                            let new = Arc::new(obj);
+                            let old = cache.insert(key_of(&new), new.clone());
+                            changes.push(Change::Applied { old, new });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "informer skips an undecodable object")
+                        }
+                    },
+                    EventKind::Delete => {
+                        let key = std::str::from_utf8(&event.kv.key)
+                            .ok()
+                            .and_then(|k| k.strip_prefix(self.inner.prefix.as_str()))
+                            .map(str::to_string);
+                        if let Some(old) = key.and_then(|k| cache.remove(&k)) {
+                            changes.push(Change::Deleted(old));
+                        }
+                    }
+                }
+            }
+        }
+        for change in changes {
+            // No subscriber is fine: the cache is still current.
+            let _ = self.inner.changes.send(change);
+        }
+    }
+}
+
+/// The informers of one leadership term, one per resource, created on first use.
+#[derive(Clone)]
+pub struct Informers {
+    store: Store,
+    stopped: signal::Receiver<bool>,
+    started: Arc<std::sync::Mutex<HashMap<&'static str, Informer>>>,
+}
+
+impl Informers {
+    pub(crate) fn new(store: Store, stopped: signal::Receiver<bool>) -> Self {
+        Informers {
+            store,
+            stopped,
+            started: Arc::default(),
+        }
+    }
+
+    /// The informer of `resource`, started on first use.
+    pub fn of(&self, resource: &'static Resource) -> Informer {
+        let mut started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        started
+            .entry(resource.plural)
+            .or_insert_with(|| Informer::start(self.store.clone(), resource, self.stopped.clone()))
+            .clone()
+    }
+
+    /// The informer of a core or named-group resource by plural name (`pods`, `deployments`).
+    ///
+    /// Panics never: an unknown name is a programming error reported as `None`.
+    pub fn by_plural(&self, plural: &str) -> Option<Informer> {
+        keelson_api::resources::find_by_name(plural).map(|r| self.of(r))
+    }
+}
