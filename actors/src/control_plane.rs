@@ -130,6 +130,49 @@ fn child(name: &'static str, ctx: &ControllerContext) -> Option<ChildSpec> {
     Some(spec)
 }
 
+/// The environment variable naming actors that panic once when they first start, to show
+/// that the supervisor survives it (a fault-injection hook for the end-to-end tests).
+pub const INJECT_PANIC_ENV: &str = "KEELSON_INJECT_PANIC";
+
+fn injected_panics() -> &'static std::sync::Mutex<std::collections::HashSet<&'static str>> {
+    static DONE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    DONE.get_or_init(Default::default)
+}
+
+/// Panics if `name` is listed in [`INJECT_PANIC_ENV`] and has not panicked yet in this process.
+fn inject_panic(name: &'static str) {
+    let Ok(listed) = std::env::var(INJECT_PANIC_ENV) else {
+        return;
+    };
+    if !listed.split(',').any(|n| n.trim() == name) {
+        return;
+    }
+    let first = injected_panics()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name);
+    if first {
+        panic!("injected panic in {name} ({INJECT_PANIC_ENV})");
+    }
+}
+
+/// Wraps a child so that it honours [`INJECT_PANIC_ENV`].
+fn with_fault_injection(spec: ChildSpec) -> ChildSpec {
+    let name = spec.name;
+    let run = spec.run.clone();
+    ChildSpec {
+        name,
+        run: Arc::new(move |stop| {
+            let inner = run(stop);
+            Box::pin(async move {
+                inject_panic(name);
+                inner.await
+            })
+        }),
+    }
+}
+
 /// A running control plane (the election loop and the supervisor).
 pub struct ControlPlane {
     stop: signal::Sender<bool>,
@@ -201,6 +244,7 @@ async fn begin_term(
         .iter()
         .filter(|name| config.is_enabled(name))
         .filter_map(|name| child(name, &ctx))
+        .map(with_fault_injection)
         .collect();
     tracing::info!(
         master = client.master_name(),
