@@ -89,7 +89,7 @@ impl ApiTarget {
         })
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    pub(crate) async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let tcp = tokio::net::TcpStream::connect(self.shared.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -111,7 +111,7 @@ impl ApiTarget {
     }
 
     /// One request; the answer's status and body.
-    async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: hyper::Method,
         path: &str,
@@ -146,6 +146,16 @@ impl ApiTarget {
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
         Ok((status, body))
+    }
+
+    /// The API's address (the `host` header).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The `authorization` header.
+    pub(crate) fn authorization(&self) -> String {
+        format!("Bearer {}", self.shared.token)
     }
 
     /// Waits until the API answers `/readyz`, up to `timeout`.

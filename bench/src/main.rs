@@ -5,6 +5,7 @@
 //! Not a test: the test suite excludes this crate. Run it with `scripts/bench.sh`.
 
 mod api_target;
+mod control_plane;
 mod etcd_cluster;
 mod keelson_cluster;
 mod load;
@@ -60,6 +61,21 @@ struct Args {
     /// Concurrent clients, one point per count.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// Run the control-plane benchmark instead: hollow nodes, Deployments, the scheduler.
+    #[arg(long)]
+    control_plane: bool,
+    /// Hollow nodes (with --control-plane).
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Pods, created as Deployments (with --control-plane).
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Deployments the pods are spread over (with --control-plane).
+    #[arg(long, default_value_t = 100)]
+    deployments: usize,
+    /// Pods bound directly for the baseline (with --control-plane).
+    #[arg(long, default_value_t = 2000)]
+    raw_binds: usize,
     /// Where the members' data directories go (a new temporary directory inside, removed at
     /// the end) [default: the system's temporary directory].
     #[arg(long)]
@@ -155,6 +171,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
 
+    if args.control_plane {
+        if args.nodes == 0 || args.deployments == 0 || args.pods < args.deployments {
+            bail!("--control-plane needs --nodes > 0 and --pods >= --deployments > 0");
+        }
+        println!("store-bench --control-plane, {} UTC", utc_now());
+        let load = control_plane::ControlPlaneLoad {
+            nodes: args.nodes,
+            pods: args.pods,
+            deployments: args.deployments,
+            clients: args.clients.iter().copied().max().unwrap_or(16),
+            raw_binds: args.raw_binds,
+        };
+        return control_plane::run(&keelson, dir.path(), &load).await;
+    }
     println!("store-bench, {} UTC", utc_now());
     println!(
         "load: {} s measured after {} s warm-up per point; clients {:?}; {VALUE_BYTES}-byte values; \

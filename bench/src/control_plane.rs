@@ -1,0 +1,414 @@
+//! The control-plane benchmark (`store-bench --control-plane`): three masters and N hollow
+//! nodes (`keelson node --runtime hollow --count N`, one process); measures
+//! - the baseline: raw bindings per second, pods bound by this program through the `binding`
+//!   subresource with the same number of clients (what the API and store allow, no decisions);
+//! - the scheduler: pods created as Deployments, bound by the scheduler, reported Running by
+//!   the hollow kubelets; bindings per second in the steady part (10%..90% of the pods) and the
+//!   time from the first create until all are Running;
+//!
+//! and prints the scheduler's throughput against the raw bindings (same run), the goal
+//! (2,000 pods/s) and kube-scheduler's published anchor (about 1,000 pods/s on 36 cores).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::api_target::ApiTarget;
+use crate::keelson_cluster::KeelsonCluster;
+use crate::processes::Processes;
+
+/// The goal of the control-plane issue, pods bound per second on this machine.
+const GOAL_PODS_PER_SEC: f64 = 2000.0;
+/// kube-scheduler's own benchmark, pods per second on 36 cores (published anchor).
+const KUBE_SCHEDULER_PODS_PER_SEC: f64 = 1000.0;
+/// How long nodes get to register.
+const NODES_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the pods get to be Running.
+const PODS_TIMEOUT: Duration = Duration::from_secs(900);
+/// Watch events queued between the reader and the bookkeeping.
+const EVENTS_QUEUE_MAX: usize = 65_536;
+
+/// What to run.
+pub(crate) struct ControlPlaneLoad {
+    pub(crate) nodes: usize,
+    pub(crate) pods: usize,
+    pub(crate) deployments: usize,
+    pub(crate) clients: usize,
+    pub(crate) raw_binds: usize,
+}
+
+fn pod_template(labels: &Value, scheduler: Option<&str>) -> Value {
+    let mut spec = json!({
+        "containers": [{
+            "name": "pause",
+            "image": "registry.k8s.io/pause:3.10",
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        }],
+    });
+    if let Some(name) = scheduler {
+        spec["schedulerName"] = json!(name);
+    }
+    json!({"metadata": {"labels": labels}, "spec": spec})
+}
+
+async fn call(
+    api: &mut ApiTarget,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let body = body.map(serde_json::to_vec).transpose()?;
+    let (code, bytes) = api
+        .request(method, path, body)
+        .await
+        .map_err(|e| anyhow!("{path}: {e}"))?;
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok((code, value))
+}
+
+/// Runs `count` operations with `clients` concurrent connections; returns ops/s.
+async fn concurrently<F, Fut>(
+    api: &ApiTarget,
+    clients: usize,
+    count: usize,
+    op: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(ApiTarget, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<ApiTarget>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let op = op.clone();
+        let next = next.clone();
+        let mut client = api.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok(());
+                }
+                client = op(client, i).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn ready_nodes(api: &mut ApiTarget) -> anyhow::Result<Vec<String>> {
+    let (code, list) = call(api, hyper::Method::GET, "/api/v1/nodes", None).await?;
+    if code != 200 {
+        bail!("listing nodes answered {code}: {list}");
+    }
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    Ok(items
+        .iter()
+        .filter(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// One pod's change as the watch saw it.
+struct Seen {
+    name: String,
+    bound: bool,
+    running: bool,
+    at: Instant,
+}
+
+/// Streams pod changes labelled `bench=scheduler` from `rv` into `tx`.
+async fn watch_pods(api: ApiTarget, rv: String, tx: mpsc::Sender<Seen>) -> anyhow::Result<()> {
+    let mut conn = api.connect().await.map_err(|e| anyhow!(e))?;
+    conn.ready().await?;
+    let request = hyper::Request::builder()
+        .uri(format!(
+            "/api/v1/pods?watch=true&resourceVersion={rv}&labelSelector=bench%3Dscheduler&allowWatchBookmarks=false"
+        ))
+        .header("host", api.addr().to_string())
+        .header("authorization", api.authorization())
+        .body(Full::new(Bytes::new()))?;
+    let response = conn.send_request(request).await?;
+    if response.status().as_u16() != 200 {
+        bail!("the pod watch answered {}", response.status());
+    }
+    let mut body = response.into_body();
+    let mut buffer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buffer.extend_from_slice(data);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            let pod = &event["object"];
+            let seen = Seen {
+                name: pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                bound: pod["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty()),
+                running: pod["status"]["phase"] == "Running",
+                at: Instant::now(),
+            };
+            if tx.send(seen).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bindings per second over the middle 80% of the bindings.
+fn steady_rate(mut times: Vec<Instant>) -> Option<f64> {
+    times.sort();
+    let n = times.len();
+    if n < 10 {
+        return None;
+    }
+    let (lo, hi) = (n / 10, n * 9 / 10);
+    let span = times[hi].duration_since(times[lo]).as_secs_f64();
+    (span > 0.0).then(|| (hi - lo) as f64 / span)
+}
+
+pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> anyhow::Result<()> {
+    println!(
+        "control-plane bench: 3 masters, {} hollow nodes, {} pods in {} Deployments, {} clients, {} raw bindings",
+        load.nodes, load.pods, load.deployments, load.clients, load.raw_binds
+    );
+    eprintln!("starting 3 keelson masters");
+    let cluster = KeelsonCluster::start(keelson, dir).await?;
+    let (addr, kubeconfig) = cluster.apis[0].clone();
+    let mut api = ApiTarget::from_kubeconfig(&kubeconfig, addr)?;
+    api.wait_ready(Duration::from_secs(60)).await?;
+
+    eprintln!("starting {} hollow nodes", load.nodes);
+    let servers: Vec<String> = cluster
+        .apis
+        .iter()
+        .map(|(a, _)| format!("https://{a}"))
+        .collect();
+    let mut processes = Processes::new();
+    let mut command = Command::new(keelson);
+    command
+        .args(["node", "--runtime", "hollow", "--name", "hollow"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--server")
+        .arg(servers.join(","))
+        .arg("--count")
+        .arg(load.nodes.to_string())
+        .args(["--heartbeat-secs", "10"])
+        .env("RUST_LOG", "warn");
+    processes.spawn("keelson node (hollow)", command, &dir.join("hollow.log"))?;
+    let started = Instant::now();
+    let nodes = loop {
+        processes.check_running()?;
+        let ready = ready_nodes(&mut api).await?;
+        if ready.len() >= load.nodes {
+            break ready;
+        }
+        if started.elapsed() > NODES_TIMEOUT {
+            bail!("only {} of {} nodes are Ready", ready.len(), load.nodes);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!(
+        "{} nodes Ready {:.1} s after start",
+        nodes.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Baseline: pods the default scheduler ignores, bound by this program.
+    let raw = load.raw_binds;
+    let raw_labels = json!({"bench": "raw"});
+    let create_rate = concurrently(&api, load.clients, raw, move |mut client, i| {
+        let mut pod = pod_template(&raw_labels, Some("bench-raw"));
+        pod["metadata"]["name"] = json!(format!("raw-{i}"));
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        async move {
+            let (code, body) = call(
+                &mut client,
+                hyper::Method::POST,
+                "/api/v1/namespaces/default/pods",
+                Some(&pod),
+            )
+            .await?;
+            if code != 201 {
+                bail!("creating a pod answered {code}: {body}");
+            }
+            Ok(client)
+        }
+    })
+    .await?;
+    let nodes_arc = Arc::new(nodes.clone());
+    let bind_rate = concurrently(&api, load.clients, raw, move |mut client, i| {
+        let node = nodes_arc[i % nodes_arc.len()].clone();
+        async move {
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": format!("raw-{i}")},
+                "target": {"kind": "Node", "name": node},
+            });
+            let (code, body) = call(
+                &mut client,
+                hyper::Method::POST,
+                &format!("/api/v1/namespaces/default/pods/raw-{i}/binding"),
+                Some(&binding),
+            )
+            .await?;
+            if code != 201 {
+                bail!("binding a pod answered {code}: {body}");
+            }
+            Ok(client)
+        }
+    })
+    .await?;
+    println!(
+        "baseline: {raw} pod creates at {create_rate:.0}/s, then {raw} raw bindings at {bind_rate:.0}/s"
+    );
+
+    // The scheduler: Deployments, watched from now.
+    let (code, list) = call(&mut api, hyper::Method::GET, "/api/v1/pods?limit=1", None).await?;
+    if code != 200 {
+        bail!("listing pods answered {code}");
+    }
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let (tx, mut rx) = mpsc::channel(EVENTS_QUEUE_MAX);
+    let watcher = tokio::spawn(watch_pods(api.clone(), rv, tx));
+    let per = load.pods / load.deployments.max(1);
+    let t0 = Instant::now();
+    let slots = Arc::new(Semaphore::new(load.clients.max(1)));
+    let mut creates = Vec::new();
+    for d in 0..load.deployments {
+        let permit = slots.clone().acquire_owned().await?;
+        let mut client = api.clone();
+        creates.push(tokio::spawn(async move {
+            let _permit = permit;
+            let labels = json!({"bench": "scheduler", "app": format!("bench-{d}")});
+            let deployment = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": format!("bench-{d}")},
+                "spec": {
+                    "replicas": per,
+                    "selector": {"matchLabels": {"app": format!("bench-{d}")}},
+                    "template": pod_template(&labels, None),
+                },
+            });
+            let (code, body) = call(
+                &mut client,
+                hyper::Method::POST,
+                "/apis/apps/v1/namespaces/default/deployments",
+                Some(&deployment),
+            )
+            .await?;
+            if code != 201 {
+                bail!("creating a deployment answered {code}: {body}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for create in creates {
+        create.await??;
+    }
+    let expected = per * load.deployments;
+    let mut bound_at: HashMap<String, Instant> = HashMap::new();
+    let mut running_at: HashMap<String, Instant> = HashMap::new();
+    let deadline = t0 + PODS_TIMEOUT;
+    while running_at.len() < expected {
+        let seen = tokio::select! {
+            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
+            _ = tokio::time::sleep_until(deadline.into()) => bail!(
+                "after {} s: {} of {expected} pods bound, {} Running",
+                PODS_TIMEOUT.as_secs(), bound_at.len(), running_at.len()
+            ),
+        };
+        if seen.bound {
+            bound_at.entry(seen.name.clone()).or_insert(seen.at);
+        }
+        if seen.running {
+            running_at.entry(seen.name).or_insert(seen.at);
+        }
+    }
+    watcher.abort();
+    let all_running = running_at
+        .values()
+        .max()
+        .map_or(0.0, |t| t.duration_since(t0).as_secs_f64());
+    let last_bound = bound_at
+        .values()
+        .max()
+        .map_or(0.0, |t| t.duration_since(t0).as_secs_f64());
+    let overall = expected as f64 / last_bound.max(f64::MIN_POSITIVE);
+    let steady = steady_rate(bound_at.values().copied().collect()).unwrap_or(overall);
+    println!(
+        "scheduler: {expected} pods bound {last_bound:.1} s after the first create ({overall:.0}/s overall, {steady:.0}/s steady); all Running after {all_running:.1} s"
+    );
+    println!();
+    println!("| measure | value | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| scheduler bindings/s (steady) vs raw bindings/s, same run | {steady:.0} vs {bind_rate:.0} | {:.2}x |",
+        steady / bind_rate
+    );
+    println!(
+        "| scheduler vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {steady:.0} | {:.2}x |",
+        steady / GOAL_PODS_PER_SEC
+    );
+    println!(
+        "| scheduler vs kube-scheduler's benchmark on 36 cores (~{KUBE_SCHEDULER_PODS_PER_SEC:.0} pods/s, published) | {steady:.0} | {:.2}x |",
+        steady / KUBE_SCHEDULER_PODS_PER_SEC
+    );
+    println!(
+        "| {expected} pods created as {} Deployments until all Running | {all_running:.1} s | |",
+        load.deployments
+    );
+    processes
+        .check_running()
+        .context("a process died during the benchmark")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_rate_ignores_the_ends() {
+        let t0 = Instant::now();
+        let times: Vec<Instant> = (0..100)
+            .map(|i| t0 + Duration::from_millis(if i < 10 { i * 1000 } else { 10_000 + i }))
+            .collect();
+        let rate = steady_rate(times).unwrap();
+        assert!(rate > 1000.0, "{rate}");
+        assert_eq!(steady_rate(vec![t0; 3]), None);
+    }
+}
