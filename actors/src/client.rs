@@ -21,6 +21,53 @@ pub struct ApiClient {
     state: ApiState,
     /// The component named in Events and logs (`scheduler`, `replicaset-controller`).
     component: &'static str,
+    /// For the control loops: writes are refused once the leadership may have passed on.
+    fence: Option<LeaseFence>,
+}
+
+/// Until when this master may write as the leader, on the monotonic clock: a loop resumed
+/// after a pause longer than the renew deadline (a stopped process, a stalled VM) has its
+/// writes refused before the election loop has even noticed, because the clock kept running.
+#[derive(Clone)]
+pub struct LeaseFence {
+    origin: std::time::Instant,
+    valid_until_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LeaseFence {
+    /// A fence that refuses everything until [`LeaseFence::extend`].
+    pub fn new() -> Self {
+        LeaseFence {
+            origin: std::time::Instant::now(),
+            valid_until_ms: std::sync::Arc::default(),
+        }
+    }
+
+    /// Allows writes until `until`.
+    pub fn extend(&self, until: std::time::Instant) {
+        let ms = until.saturating_duration_since(self.origin).as_millis() as u64;
+        self.valid_until_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses writes from now on.
+    pub fn revoke(&self) {
+        self.valid_until_ms
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_valid(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        now < self
+            .valid_until_ms
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Default for LeaseFence {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The URL path of one object, or of a collection when `name` is `None`.
@@ -34,14 +81,26 @@ pub fn object_path(resource: &Resource, namespace: Option<&str>, name: Option<&s
 
 impl ApiClient {
     pub(crate) fn new(state: ApiState, component: &'static str) -> Self {
-        ApiClient { state, component }
+        ApiClient {
+            state,
+            component,
+            fence: None,
+        }
     }
 
     /// The same client under another component name.
     pub fn for_component(&self, component: &'static str) -> Self {
         ApiClient {
-            state: self.state.clone(),
             component,
+            ..self.clone()
+        }
+    }
+
+    /// The same client, writing only while `fence` is valid.
+    pub fn fenced(&self, fence: LeaseFence) -> Self {
+        ApiClient {
+            fence: Some(fence),
+            ..self.clone()
         }
     }
 
@@ -68,6 +127,12 @@ impl ApiClient {
         content_type: &str,
         body: Option<&Value>,
     ) -> Result<Value, StatusError> {
+        if method != Method::GET && self.fence.as_ref().is_some_and(|f| !f.is_valid()) {
+            return Err(StatusError::service_unavailable(
+                "this master no longer holds the controller Lease; its control loops are stopping",
+                Some(1),
+            ));
+        }
         let mut headers = HeaderMap::new();
         let bearer = format!("Bearer {}", self.state.admin_token);
         let value = HeaderValue::from_str(&bearer)
@@ -276,4 +341,23 @@ pub struct DeleteOptions {
     pub propagation: Option<&'static str>,
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_fence_allows_writes_only_until_its_deadline() {
+        let fence = LeaseFence::new();
+        assert!(!fence.is_valid(), "a new fence refuses");
+        fence.extend(Instant::now() + Duration::from_millis(50));
+        assert!(fence.is_valid());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!fence.is_valid(), "the deadline passed");
+        fence.extend(Instant::now() + Duration::from_secs(5));
+        fence.revoke();
+        assert!(!fence.is_valid(), "revoked");
+    }
 }

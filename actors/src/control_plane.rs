@@ -11,7 +11,7 @@ use actix::prelude::*;
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 
-use crate::client::ApiClient;
+use crate::client::{ApiClient, LeaseFence};
 use crate::cloud::{CloudProvider, LocalCloud};
 use crate::events::EventRecorder;
 use crate::informer::Informers;
@@ -226,8 +226,10 @@ async fn begin_term(
     client: &ApiClient,
     config: &Arc<ControlPlaneConfig>,
     supervisor: &Addr<SupervisorActor>,
+    fence: &LeaseFence,
 ) -> Term {
     let (stop, stop_signal) = StopSignal::new();
+    let client = &client.fenced(fence.clone());
     let informers = Informers::new(client.store().clone(), stop_signal.receiver());
     let events = EventRecorder::start(
         client.for_component("keelson-controller-manager"),
@@ -277,6 +279,7 @@ async fn campaign(
     let mut elector = Elector::new(client.clone(), client.master_name(), timings);
     let mut term: Option<Term> = None;
     let mut last_renewed = Instant::now();
+    let fence = LeaseFence::new();
     loop {
         let attempt = Instant::now();
         let round = tokio::select! {
@@ -286,12 +289,14 @@ async fn campaign(
         match round {
             Ok(Ok(true)) => {
                 last_renewed = attempt;
+                fence.extend(attempt + timings.renew_deadline);
                 if term.is_none() {
-                    term = Some(begin_term(&client, &config, &supervisor).await);
+                    term = Some(begin_term(&client, &config, &supervisor, &fence).await);
                     let _ = leading.send(true);
                 }
             }
             Ok(Ok(false)) => {
+                fence.revoke();
                 if let Some(ending) = term.take() {
                     tracing::warn!("another master holds the controller Lease");
                     end_term(ending, &supervisor).await;
@@ -303,6 +308,7 @@ async fn campaign(
         }
         if term.is_some() && must_step_down(last_renewed, Instant::now(), &timings) {
             tracing::warn!("could not renew the controller Lease in time; stepping down");
+            fence.revoke();
             if let Some(ending) = term.take() {
                 end_term(ending, &supervisor).await;
             }
@@ -313,6 +319,7 @@ async fn campaign(
             _ = tokio::time::sleep(timings.retry_period.saturating_sub(attempt.elapsed())) => {}
         }
     }
+    fence.revoke();
     if let Some(ending) = term.take() {
         end_term(ending, &supervisor).await;
         let _ = leading.send(false);
