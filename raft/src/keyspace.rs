@@ -38,6 +38,7 @@ struct Version {
     create_revision: u64,
     version: u64,
     /// `None` is a deletion (tombstone).
+    #[serde(with = "crate::codec::opt_bytes")]
     value: Option<Vec<u8>>,
 }
 
