@@ -142,6 +142,16 @@ pub(crate) fn mvcc_prefix(user_key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The shortest `kv` key: an empty user key's terminator and a revision.
+pub(crate) const MVCC_KEY_BYTES_MIN: usize = TERMINATOR.len() + 8;
+
+/// The part of a `kv` key shared by every version of its user key: `mvcc_prefix(user key)`.
+/// RocksDB's prefix extractor for the family; only called on keys of at least
+/// [`MVCC_KEY_BYTES_MIN`] bytes.
+pub(crate) fn mvcc_key_prefix(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(8)]
+}
+
 /// The `kv` key of `user_key` at `revision`.
 pub(crate) fn mvcc_key(user_key: &[u8], revision: u64) -> Vec<u8> {
     let mut out = mvcc_prefix(user_key);
