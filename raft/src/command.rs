@@ -87,6 +87,7 @@ pub struct Txn {
 /// A condition on one key, evaluated at the revision the transaction commits on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
     pub check: Check,
 }
@@ -107,14 +108,18 @@ pub enum Check {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Put {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
+        #[serde(with = "crate::codec::bytes")]
         value: Vec<u8>,
     },
     Delete {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
     },
     /// Read the key as it is after the branch's earlier ops.
     Get {
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
     },
 }
@@ -277,7 +282,9 @@ pub enum OpResult {
 /// A key's value at one revision, with etcd's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "crate::codec::bytes")]
     pub value: Vec<u8>,
     /// The revision that created the key (since it was last deleted).
     pub create_revision: u64,
@@ -290,7 +297,9 @@ pub struct KeyValue {
 /// Keys `start <= key < end`; an empty `end` means "to the end of the keyspace".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
+    #[serde(with = "crate::codec::bytes")]
     pub start: Vec<u8>,
+    #[serde(with = "crate::codec::bytes")]
     pub end: Vec<u8>,
 }
 
@@ -367,6 +376,7 @@ pub struct RangeResponse {
     /// The revision the range was read at: pass it back with `next_key` to page consistently.
     pub revision: u64,
     /// Where the next page starts, when the limit cut the answer short.
+    #[serde(with = "crate::codec::opt_bytes")]
     pub next_key: Option<Vec<u8>>,
 }
 

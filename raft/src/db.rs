@@ -13,7 +13,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, SliceTransform,
+    DB,
+};
+
+use crate::codec::{mvcc_key_prefix, MVCC_KEY_BYTES_MIN};
 
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_VOTE: &str = "vote";
@@ -47,10 +52,52 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // Without this, every write went to the file at once and each leader append ended up
     // waiting for its own fsync.
     options.set_manual_wal_flush(true);
-    let families = FAMILIES
-        .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let families = FAMILIES.iter().map(|name| {
+        let options = if *name == CF_KV {
+            kv_options()
+        } else {
+            Options::default()
+        };
+        ColumnFamilyDescriptor::new(*name, options)
+    });
     DB::open_cf_descriptors(&options, dir, families).map(Arc::new)
+}
+
+/// The `kv` family knows where a key's versions start: every version of a user key shares the
+/// prefix `mvcc_prefix(key)`, and a Bloom filter over those prefixes (in the memtable and in each
+/// table file) lets a lookup of a key that is not there skip the search. Applying a transaction
+/// looks up every key it writes, and new keys are common (creates): without the filter, that
+/// search through the memtable's skip list was the largest single cost of applying.
+///
+/// Lookups of one key ask for prefix mode ([`Keyspace`](crate::keyspace::Keyspace)'s
+/// `version_at`); every scan across keys must read in total order ([`total_order`]).
+fn kv_options() -> Options {
+    let mut options = Options::default();
+    options.set_prefix_extractor(SliceTransform::create(
+        "keelson.mvcc-prefix",
+        mvcc_key_prefix,
+        Some(|key: &[u8]| key.len() >= MVCC_KEY_BYTES_MIN),
+    ));
+    options.set_memtable_prefix_bloom_ratio(0.1);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(false);
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// Read options for scans that cross keys: in total order, never limited to one prefix.
+pub(crate) fn total_order() -> ReadOptions {
+    let mut options = ReadOptions::default();
+    options.set_total_order_seek(true);
+    options
+}
+
+/// Read options for the versions of one key (see [`kv_options`]).
+pub(crate) fn one_prefix() -> ReadOptions {
+    let mut options = ReadOptions::default();
+    options.set_prefix_same_as_start(true);
+    options
 }
 
 /// The handle of a family this module created at open.

@@ -20,7 +20,7 @@ use crate::command::{
     Check, Event, EventKind, KeyRange, KeyValue, Op, OpResult, RangeResponse, Txn, TxnResponse,
     RANGE_KEYS_MAX,
 };
-use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
+use crate::db::{cf, one_prefix, total_order, CF_KV, CF_REVS, CF_SM};
 use crate::watch::WatchHub;
 
 /// Keys of the `sm` family.
@@ -38,6 +38,7 @@ struct Version {
     create_revision: u64,
     version: u64,
     /// `None` is a deletion (tombstone).
+    #[serde(with = "crate::codec::opt_bytes")]
     value: Option<Vec<u8>>,
 }
 
@@ -169,8 +170,9 @@ impl Keyspace {
         revision: u64,
     ) -> Result<Option<(u64, Version)>, KeyspaceError> {
         let seek = mvcc_key(key, revision);
-        let mut iter = self.db.iterator_cf(
+        let mut iter = self.db.iterator_cf_opt(
             cf(&self.db, CF_KV),
+            one_prefix(),
             IteratorMode::From(&seek, Direction::Reverse),
         );
         let Some(item) = iter.next() else {
@@ -365,10 +367,11 @@ impl Keyspace {
             // Everything older than this version of the key is hidden by it.
             let from = mvcc_key(&user_key, 0);
             let to = mvcc_key(&user_key, revision);
-            for older in self
-                .db
-                .iterator_cf(kv_cf, IteratorMode::From(&from, Direction::Forward))
-            {
+            for older in self.db.iterator_cf_opt(
+                kv_cf,
+                total_order(),
+                IteratorMode::From(&from, Direction::Forward),
+            ) {
                 let (raw_key, _) = older?;
                 if raw_key.as_ref() >= to.as_slice() {
                     break;
@@ -420,8 +423,9 @@ impl Keyspace {
             limit.min(RANGE_KEYS_MAX)
         };
         let seek = mvcc_seek(&range.start);
-        let iter = self.db.iterator_cf(
+        let iter = self.db.iterator_cf_opt(
             cf(&self.db, CF_KV),
+            total_order(),
             IteratorMode::From(&seek, Direction::Forward),
         );
         let mut kvs = Vec::new();

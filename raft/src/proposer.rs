@@ -23,7 +23,14 @@ use crate::error::StoreError;
 /// How many transactions may wait for a batch before callers wait to queue theirs.
 pub(crate) const PROPOSAL_QUEUE_TXNS_MAX: usize = 4096;
 /// How many batches may be proposed and not yet answered at once.
-pub(crate) const BATCHES_IN_FLIGHT_MAX: usize = 8;
+///
+/// Few: openraft 0.9 keeps one AppendEntries in flight per follower, so entries proposed while
+/// one is out all ride the next one anyway, and every extra entry costs the leader and the
+/// followers an append, a log sync, a replication message and an apply. Measured with
+/// `store-bench` at 64 clients (docs/benchmarks.md): 8 in flight ~4,000 writes/s, 4 ~5,500,
+/// 2 and 1 ~6,000-6,500 (within noise of each other). 2 rather than 1, so that one slow batch
+/// (a forward that waits, a large transaction) does not hold every write of the member.
+pub(crate) const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// The answer to one transaction: what the state machine answered for it, or why its outcome
 /// is not known or it was not applied.
@@ -348,7 +355,7 @@ mod tests {
         while sizes.lock().unwrap().is_empty() {
             tokio::task::yield_now().await;
         }
-        // The first batch is in flight: 7 more slots, then the rest queue.
+        // The first batch is in flight; the rest share the other slot or queue.
         let callers: Vec<_> = (2..=40)
             .map(|n| {
                 let proposer = proposer.clone();

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::command::{validate_batch, Command, CommandResponse, Txn};
-use crate::db::{cf, CF_KV, CF_REVS, CF_SM};
+use crate::db::{cf, total_order, CF_KV, CF_REVS, CF_SM};
 use crate::keyspace::{Keyspace, KeyspaceError, PendingWrite, SM_APPLIED, SM_MEMBERSHIP};
 use crate::types::{Member, MemberId, TypeConfig};
 use crate::watch::WatchError;
@@ -227,7 +227,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.keyspace.db().clone();
         let view = db.snapshot();
         let dump = |family: &'static str| -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-            view.iterator_cf(cf(&db, family), IteratorMode::Start)
+            view.iterator_cf_opt(cf(&db, family), total_order(), IteratorMode::Start)
                 .map(|item| {
                     item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                         .map_err(|e| StorageIOError::read_state_machine(&e).into())
@@ -316,7 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             (CF_SM, &payload.sm),
         ] {
             let handle = cf(&db, family);
-            for item in db.iterator_cf(handle, IteratorMode::Start) {
+            for item in db.iterator_cf_opt(handle, total_order(), IteratorMode::Start) {
                 let (key, _) = item.map_err(|e| snapshot_error(Some(meta), e))?;
                 batch.delete_cf(handle, key);
             }
@@ -388,7 +388,7 @@ mod tests {
     fn dump(db: &DB) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         let mut rows = Vec::new();
         for family in [CF_KV, CF_REVS, CF_SM] {
-            for item in db.iterator_cf(cf(db, family), IteratorMode::Start) {
+            for item in db.iterator_cf_opt(cf(db, family), total_order(), IteratorMode::Start) {
                 let (key, value) = item.unwrap();
                 rows.push((family, key.to_vec(), value.to_vec()));
             }

@@ -253,6 +253,9 @@ enum Step {
         prefix: Vec<u8>,
         from: u64,
     },
+    /// Write RocksDB's memtables out to table files, so that reads go through table files
+    /// (and their Bloom filters) too, not only the memtable.
+    Flush,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -264,6 +267,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(prefix, at, limit)| Step::Range { prefix, at, limit }),
         1 => (prop::sample::select(vec![b"".to_vec(), b"a".to_vec()]), 0u64..=1000)
             .prop_map(|(prefix, from)| Step::Events { prefix, from }),
+        1 => Just(Step::Flush),
     ]
 }
 
@@ -366,6 +370,12 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     .cloned()
                     .collect();
                 prop_assert_eq!(got, expected, "events from {}", from);
+            }
+            Step::Flush => {
+                let db = keyspace.db();
+                for family in ["kv", "revs", "sm"] {
+                    db.flush_cf(db.cf_handle(family).unwrap()).unwrap();
+                }
             }
         }
         prop_assert_eq!(keyspace.revision(), model.revision);
