@@ -148,7 +148,8 @@ async fn write_loop(client: ApiClient, mut rx: mpsc::Receiver<Pending>, mut stop
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "generateName": format!("{}.", truncate(object_name, 200)),
+                // As client-go names events: the object's name and the time in hex.
+                "name": format!("{}.{:x}", truncate(object_name, 200), event_suffix()),
                 "namespace": pending.namespace,
             },
             "involvedObject": pending.involved,
@@ -187,6 +188,16 @@ async fn write_loop(client: ApiClient, mut rx: mpsc::Receiver<Pending>, mut stop
             }
         }
     }
+}
+
+/// Nanoseconds since the epoch, made unique within this process.
+fn event_suffix() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    nanos + u128::from(SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1000)
 }
 
 fn truncate(text: &str, bytes_max: usize) -> &str {

@@ -322,7 +322,8 @@ impl Informer {
         }
         fresh.revision = revision;
         *self.write() = fresh;
-        let _ = self.inner.synced.send(true);
+        // send_replace: the value must stick even if nobody waits yet.
+        self.inner.synced.send_replace(true);
         let _ = self.inner.changes.send(Change::Resynced);
         Ok(revision)
     }
