@@ -404,9 +404,12 @@ mod tests {
         check(cases);
     }
 
+    /// Nodes in all, the count of nodes per reason, the message.
+    type MessageCase = (usize, Vec<(Reason, usize)>, &'static str);
+
     #[test]
     fn messages_count_reasons_per_node_sorted_as_text() {
-        let cases: Vec<(usize, Vec<(Reason, usize)>, &str)> = vec![
+        let cases: Vec<MessageCase> = vec![
             (0, vec![], "no nodes available to schedule pods"),
             (
                 3,

@@ -418,6 +418,18 @@ impl Scheduler {
     }
 }
 
+/// How often [`wait_listed`] looks.
+const LISTED_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Waits until `informer` has listed once. Polls the revision as well as the synced flag:
+/// the informer's first list can finish before anyone waits on the flag, and a watch
+/// channel without receivers drops that value.
+async fn wait_listed(informer: &Informer) {
+    while !informer.has_synced() && informer.revision() == 0 {
+        tokio::time::sleep(LISTED_POLL_INTERVAL).await;
+    }
+}
+
 /// Runs the scheduler until `stop`.
 pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow::Result<()> {
     let pods_resource = resources::find("", "v1", "pods").context("pods are not served")?;
@@ -428,7 +440,7 @@ pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow:
     let mut node_changes = nodes.subscribe();
     tokio::select! {
         _ = stop.stopped() => return Ok(()),
-        _ = async { pods.wait_synced().await; nodes.wait_synced().await } => {}
+        _ = async { wait_listed(&pods).await; wait_listed(&nodes).await } => {}
     }
     let (outcomes_tx, mut outcomes) = mpsc::channel(BINDS_IN_FLIGHT_MAX);
     let queue = WorkQueue::new("scheduler", QUEUE_KEYS_MAX);
