@@ -138,7 +138,7 @@ async fn events_about(api: &Api, name: &str, reason: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pods_are_bound_by_filters_and_scores_and_unschedulable_ones_wait_for_a_node() {
+async fn scheduler_binds_by_filters_and_scores_and_unschedulable_pods_wait_for_a_node() {
     let cluster = Cluster::start_with(1, &["--controllers=scheduler"]).await;
     let api = cluster.client(0);
     let _ = LOG.set(cluster.masters[0].dir.with_extension("log"));
