@@ -137,6 +137,22 @@ async fn events_about(api: &Api, name: &str, reason: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits (up to 10 s) until at least one such Event exists.
+async fn wait_events(api: &Api, name: &str, reason: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = events_about(api, name, reason).await;
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {reason} Event about {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_binds_by_filters_and_scores_and_unschedulable_pods_wait_for_a_node() {
     let cluster = Cluster::start_with(1, &["--controllers=scheduler"]).await;
@@ -179,16 +195,13 @@ async fn scheduler_binds_by_filters_and_scores_and_unschedulable_pods_wait_for_a
         placed.iter().any(|n| n == "n1") && placed.iter().any(|n| n == "n2"),
         "{placed:?}"
     );
-    // FIXME(actors/src/events.rs): the recorder names each Event with generateName "POD.",
-    // which the API refuses (a name prefix may not end in '.'), so no Event is written yet.
-    // Once fixed, this must find one Normal "Scheduled" Event with the message
-    // "Successfully assigned default/plain-0 to NODE".
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let scheduled = events_about(&api, "plain-0", "Scheduled").await;
+    let scheduled = wait_events(&api, "plain-0", "Scheduled").await;
+    let message = scheduled[0]["message"].as_str().unwrap_or_default();
     assert!(
-        scheduled.is_empty(),
-        "Events are written now: assert them: {scheduled:?}"
+        message.starts_with("Successfully assigned default/plain-0 to n"),
+        "{scheduled:?}"
     );
+    assert_eq!(scheduled[0]["type"], "Normal");
 
     println!("phase 3: nodeSelector, and a toleration with node affinity");
     create_pod(
@@ -239,13 +252,10 @@ async fn scheduler_binds_by_filters_and_scores_and_unschedulable_pods_wait_for_a
     let expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
                     2 Insufficient cpu.";
     assert_eq!(wait_unschedulable(&api, "big").await, expected);
-    // FIXME(actors/src/events.rs): as above; once fixed this must find a Warning
-    // "FailedScheduling" Event from "default-scheduler" with the message `expected`.
-    let failed = events_about(&api, "big", "FailedScheduling").await;
-    assert!(
-        failed.is_empty(),
-        "Events are written now: assert them: {failed:?}"
-    );
+    let failed = wait_events(&api, "big", "FailedScheduling").await;
+    assert_eq!(failed[0]["message"], expected, "{failed:?}");
+    assert_eq!(failed[0]["type"], "Warning");
+    assert_eq!(failed[0]["source"]["component"], "default-scheduler");
 
     println!("phase 6: a big node arrives; both waiting pods get it");
     create_node(&api, &node("n4", "16", json!({}), json!([]))).await;
