@@ -15,6 +15,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 const CM: &str = "/api/v1/namespaces/default/configmaps";
+/// These tests write pods' status themselves, with resourceVersions from their creates; the
+/// scheduler would write `PodScheduled=False` (no nodes) in between.
+const NO_SCHEDULER: &[&str] = &["--controllers=*,-scheduler"];
 
 fn configmap(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
@@ -54,7 +57,7 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_conflicts_patches_subresources_and_bad_input() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, NO_SCHEDULER).await;
     let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
 
     // Phase 1: discovery and authentication.
@@ -839,7 +842,7 @@ fn every_kind() -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_is_created_read_listed_updated_and_deleted() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, NO_SCHEDULER).await;
     for (i, (collection, object)) in every_kind().into_iter().enumerate() {
         let api = cluster.client(i % 3);
         let kind = object["kind"].as_str().unwrap().to_string();
