@@ -2,6 +2,7 @@
 //! control loops), a node, or a one-machine cluster, and drives the store from outside.
 
 mod master;
+mod node_cmd;
 mod store_cmd;
 
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ enum Command {
     Up(UpArgs),
     /// Drive and inspect a store cluster from outside.
     Store(store_cmd::StoreArgs),
+    /// Run a node (for now only `--runtime hollow`: fake nodes for tests and benchmarks).
+    Node(node_cmd::NodeArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,6 +112,10 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Store(args) => store_cmd::run(args).await,
+            Command::Node(args) => {
+                init_logging(cli.log_format);
+                node_cmd::run(args).await
+            }
         }
     });
     match result {

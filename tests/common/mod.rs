@@ -2,3 +2,4 @@
 #![allow(unreachable_pub)]
 
 pub mod cluster;
+pub mod nodes;

@@ -1,0 +1,194 @@
+//! An HTTPS client of the Kubernetes API that fails over between masters: a request that
+//! cannot reach a server (or gets 503 from it) is tried on the next one, a bounded number of
+//! times.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::kubeconfig::Kubeconfig;
+
+/// The timeout of one ordinary request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an idle watch stream may stay silent before it is dropped (the server sends
+/// bookmarks well within this).
+pub const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Connections kept open per master (many hollow nodes share one client).
+const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with a Kubernetes `Status` (or another non-2xx reply).
+    #[error("{code} {reason}: {message}")]
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("no master could be reached: {0}")]
+    Unreachable(String),
+    #[error("the reply is not JSON: {0}")]
+    Decode(String),
+    #[error("cannot build the HTTPS client: {0}")]
+    Setup(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(404)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(409)
+    }
+}
+
+/// The API of a set of masters; clones share connections and the current server.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    servers: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
+    token: Arc<str>,
+}
+
+impl ApiClient {
+    /// A client for the kubeconfig's server first, then `extra_servers` (duplicates dropped).
+    pub fn new(config: &Kubeconfig, extra_servers: &[String]) -> Result<ApiClient, ApiError> {
+        let mut servers = vec![config.server.clone()];
+        for server in extra_servers {
+            let server = server.trim().trim_end_matches('/').to_string();
+            if !server.is_empty() && !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        let ca = reqwest::Certificate::from_pem(&config.ca_pem)
+            .map_err(|e| ApiError::Setup(format!("the CA is not PEM: {e}")))?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
+            .user_agent("keelson-node/hollow")
+            .build()
+            .map_err(|e| ApiError::Setup(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            servers: Arc::new(servers),
+            current: Arc::new(AtomicUsize::new(0)),
+            token: Arc::from(config.token.as_str()),
+        })
+    }
+
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    fn server(&self, attempt: usize) -> (usize, &str) {
+        let index = (self.current.load(Ordering::Relaxed) + attempt) % self.servers.len();
+        (index, &self.servers[index])
+    }
+
+    /// Sends one request, failing over to the next server on a transport error or a 503.
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let response = self
+            .send(
+                method,
+                path_and_query,
+                content_type,
+                body,
+                Some(REQUEST_TIMEOUT),
+            )
+            .await?;
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&text).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// Opens a streaming request (a watch): the response with a 2xx status.
+    pub async fn stream(&self, path_and_query: &str) -> Result<reqwest::Response, ApiError> {
+        self.send(Method::GET, path_and_query, "application/json", None, None)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let body = match body {
+            Some(value) => Some(
+                serde_json::to_vec(value).map_err(|e| ApiError::Decode(format!("encode: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut last_error = String::new();
+        for attempt in 0..self.servers.len() {
+            let (index, server) = self.server(attempt);
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{server}{path_and_query}"))
+                .bearer_auth(&*self.token)
+                .header(reqwest::header::CONTENT_TYPE, content_type);
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Ok(response) if response.status().as_u16() == 503 => {
+                    last_error = format!("{server} answered 503");
+                }
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Err(status_error(response).await);
+                }
+                Err(e) => last_error = format!("{server}: {e}"),
+            }
+            tracing::debug!(server, error = %last_error, "failing over to the next master");
+        }
+        Err(ApiError::Unreachable(last_error))
+    }
+}
+
+async fn status_error(response: reqwest::Response) -> ApiError {
+    let code = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    ApiError::Status {
+        code,
+        reason: status["reason"].as_str().unwrap_or("Unknown").to_string(),
+        message: status["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(200).collect()),
+    }
+}
