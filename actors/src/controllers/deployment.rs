@@ -505,9 +505,9 @@ fn merge_updates(updates: Vec<ReplicaSetUpdate>) -> Vec<ReplicaSetUpdate> {
     for update in updates {
         match merged.iter_mut().find(|m| m.name == update.name) {
             Some(m) => {
-                if let Some((_, to)) = update.scale {
-                    let from = m.scale.map_or(to, |(from, _)| from);
-                    m.scale = Some((from, to));
+                if let Some((from, to)) = update.scale {
+                    let first = m.scale.map_or(from, |(first, _)| first);
+                    m.scale = Some((first, to));
                 }
                 if update.revision.is_some() {
                     m.revision = update.revision;
