@@ -29,7 +29,11 @@ fn kctl_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(|dir| dir.join("kctl"))
         .unwrap();
-    assert!(bin.exists(), "{} is missing: build the workspace first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first",
+        bin.display()
+    );
     bin
 }
 
@@ -52,13 +56,17 @@ fn kctl(cluster: &Cluster, args: &[&str]) -> String {
 
 fn is_active(pod: &Value) -> bool {
     pod["metadata"]["deletionTimestamp"].is_null()
-        && !matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        && !matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn image(pod: &Value) -> &str {
@@ -67,7 +75,9 @@ fn image(pod: &Value) -> &str {
 
 async fn pods(api: &Api, selector: &str) -> Vec<Value> {
     let reply = api
-        .get(&format!("/api/v1/namespaces/{NS}/pods?labelSelector={selector}"))
+        .get(&format!(
+            "/api/v1/namespaces/{NS}/pods?labelSelector={selector}"
+        ))
         .await;
     assert_eq!(reply.code, 200, "{}", reply.text);
     reply.body["items"].as_array().cloned().unwrap_or_default()
@@ -118,11 +128,16 @@ fn start_bounds_watcher(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let list = api
-            .get(&format!("/api/v1/namespaces/{NS}/pods?labelSelector={selector}"))
+            .get(&format!(
+                "/api/v1/namespaces/{NS}/pods?labelSelector={selector}"
+            ))
             .await;
         let mut state: HashMap<String, Value> = HashMap::new();
         for pod in list.body["items"].as_array().unwrap() {
-            state.insert(pod["metadata"]["name"].as_str().unwrap().to_string(), pod.clone());
+            state.insert(
+                pod["metadata"]["name"].as_str().unwrap().to_string(),
+                pod.clone(),
+            );
         }
         {
             let mut o = observed.lock().unwrap();
@@ -130,7 +145,10 @@ fn start_bounds_watcher(
         }
         let mut rv = list.rv();
         if rv.is_empty() {
-            rv = list.body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+            rv = list.body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string();
         }
         while !stop.load(Ordering::Relaxed) {
             let mut response = api
@@ -149,12 +167,17 @@ fn start_bounds_watcher(
                 buffer.extend_from_slice(&chunk);
                 while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buffer.drain(..=end).collect();
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
                     let pod = &event["object"];
                     if let Some(v) = pod["metadata"]["resourceVersion"].as_str() {
                         rv = v.to_string();
                     }
-                    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let name = pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     match event["type"].as_str() {
                         Some("ADDED" | "MODIFIED") => {
                             state.insert(name, pod.clone());
@@ -165,7 +188,10 @@ fn start_bounds_watcher(
                         _ => continue,
                     }
                     let total = state.values().filter(|p| is_active(p)).count();
-                    let ready = state.values().filter(|p| is_active(p) && is_ready(p)).count();
+                    let ready = state
+                        .values()
+                        .filter(|p| is_active(p) && is_ready(p))
+                        .count();
                     let mut o = observed.lock().unwrap();
                     o.events += 1;
                     o.max_total = o.max_total.max(total);
@@ -185,22 +211,42 @@ fn start_bounds_watcher(
 }
 
 /// Waits until `check` holds of the pods of `selector`.
-async fn wait_pods(api: &Api, selector: &str, what: &str, check: impl Fn(&[Value]) -> bool) {
+async fn wait_pods(
+    cluster: &Cluster,
+    selector: &str,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) {
+    let api = &cluster.client(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let all: Vec<Value> = pods(api, selector).await.into_iter().filter(is_active).collect();
+        let all: Vec<Value> = pods(api, selector)
+            .await
+            .into_iter()
+            .filter(is_active)
+            .collect();
         if check(&all) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; pods: {:?}",
+            "timed out waiting for {what}; log tail:\n{}\npods: {:?}",
+            tail(&cluster.log(0)),
             all.iter()
-                .map(|p| (p["metadata"]["name"].clone(), image(p).to_string(), is_ready(p)))
+                .map(|p| (
+                    p["metadata"]["name"].clone(),
+                    image(p).to_string(),
+                    is_ready(p)
+                ))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 fn all_ready_with(pods: &[Value], count: usize, wanted: &str) -> bool {
@@ -221,7 +267,8 @@ fn deployment(replicas: i64, image: &str) -> Value {
 }
 
 async fn set_image(api: &Api, image: &str) {
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
     let reply = api
         .patch(
             &format!("/apis/apps/v1/namespaces/{NS}/deployments/web"),
@@ -248,7 +295,10 @@ async fn deployments_roll_within_bounds_and_controllers_keep_replicas() {
     let cluster = Cluster::start_with(1, &[CONTROLLERS]).await;
     let api = cluster.client(0);
     let reply = api
-        .post("/api/v1/namespaces", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+        )
         .await;
     assert_eq!(reply.code, 201, "{}", reply.text);
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,23 +306,56 @@ async fn deployments_roll_within_bounds_and_controllers_keep_replicas() {
 
     eprintln!("phase 1: a deployment of 10 gets 10 pods");
     let reply = api
-        .post(&format!("/apis/apps/v1/namespaces/{NS}/deployments"), &deployment(10, "web:v1"))
+        .post(
+            &format!("/apis/apps/v1/namespaces/{NS}/deployments"),
+            &deployment(10, "web:v1"),
+        )
         .await;
     assert_eq!(reply.code, 201, "{}", reply.text);
-    wait_pods(&api, "app=web", "10 ready v1 pods", |p| all_ready_with(p, 10, "web:v1")).await;
-    let out = kctl(&cluster, &["rollout", "status", "deployment/web", "-n", NS, "--timeout", "2m"]);
-    assert!(out.ends_with("deployment \"web\" successfully rolled out\n"), "{out}");
+    wait_pods(&cluster, "app=web", "10 ready v1 pods", |p| {
+        all_ready_with(p, 10, "web:v1")
+    })
+    .await;
+    let out = kctl(
+        &cluster,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
 
     eprintln!("phase 2: scale up to 15 and down to 10");
     scale(&api, 15).await;
-    wait_pods(&api, "app=web", "15 ready pods", |p| all_ready_with(p, 15, "web:v1")).await;
+    wait_pods(&cluster, "app=web", "15 ready pods", |p| {
+        all_ready_with(p, 15, "web:v1")
+    })
+    .await;
     scale(&api, 10).await;
-    wait_pods(&api, "app=web", "10 ready pods", |p| all_ready_with(p, 10, "web:v1")).await;
+    wait_pods(&cluster, "app=web", "10 ready pods", |p| {
+        all_ready_with(p, 10, "web:v1")
+    })
+    .await;
 
     eprintln!("phase 3: a rolling update replaces every pod within 10+3 pods and 10-2 ready");
     let observed = Arc::new(Mutex::new(Observed::default()));
     let watch_stop = Arc::new(AtomicBool::new(false));
-    let watcher = start_bounds_watcher(api.clone(), "app%3Dweb", 13, 8, watch_stop.clone(), observed.clone());
+    let watcher = start_bounds_watcher(
+        api.clone(),
+        "app%3Dweb",
+        13,
+        8,
+        watch_stop.clone(),
+        observed.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: Vec<String> = pods(&api, "app=web")
         .await
@@ -280,34 +363,98 @@ async fn deployments_roll_within_bounds_and_controllers_keep_replicas() {
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
     set_image(&api, "web:v2").await;
-    let out = kctl(&cluster, &["rollout", "status", "deployment/web", "-n", NS, "--timeout", "2m"]);
-    assert!(out.ends_with("deployment \"web\" successfully rolled out\n"), "{out}");
-    wait_pods(&api, "app=web", "10 ready v2 pods", |p| all_ready_with(p, 10, "web:v2")).await;
+    let out = kctl(
+        &cluster,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
+    wait_pods(&cluster, "app=web", "10 ready v2 pods", |p| {
+        all_ready_with(p, 10, "web:v2")
+    })
+    .await;
     let after = pods(&api, "app=web").await;
     assert!(
-        after.iter().all(|p| !before.contains(&p["metadata"]["name"].as_str().unwrap().to_string())),
+        after
+            .iter()
+            .all(|p| !before.contains(&p["metadata"]["name"].as_str().unwrap().to_string())),
         "every pod was replaced"
     );
-    let history = kctl(&cluster, &["rollout", "history", "deployment/web", "-n", NS]);
-    assert!(history.contains("REVISION") && history.contains("\n1 ") && history.contains("\n2 "), "{history}");
+    let history = kctl(
+        &cluster,
+        &["rollout", "history", "deployment/web", "-n", NS],
+    );
+    assert!(
+        history.contains("REVISION") && history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
 
     eprintln!("phase 4: kctl rollout undo brings v1 back");
     let out = kctl(&cluster, &["rollout", "undo", "deployment/web", "-n", NS]);
     assert!(out.contains("rolled back"), "{out}");
-    wait_pods(&api, "app=web", "10 ready v1 pods again", |p| all_ready_with(p, 10, "web:v1")).await;
-    let out = kctl(&cluster, &["rollout", "status", "deployment/web", "-n", NS, "--timeout", "2m"]);
+    wait_pods(&cluster, "app=web", "10 ready v1 pods again", |p| {
+        all_ready_with(p, 10, "web:v1")
+    })
+    .await;
+    let out = kctl(
+        &cluster,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout",
+            "2m",
+        ],
+    );
     assert!(out.ends_with("successfully rolled out\n"), "{out}");
-    let d = api.get(&format!("/apis/apps/v1/namespaces/{NS}/deployments/web")).await;
-    assert_eq!(d.body["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    let rs_list = api.get(&format!("/apis/apps/v1/namespaces/{NS}/replicasets")).await;
-    assert_eq!(rs_list.body["items"].as_array().unwrap().len(), 2, "undo reuses the old ReplicaSet");
+    let d = api
+        .get(&format!("/apis/apps/v1/namespaces/{NS}/deployments/web"))
+        .await;
+    assert_eq!(
+        d.body["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let rs_list = api
+        .get(&format!("/apis/apps/v1/namespaces/{NS}/replicasets"))
+        .await;
+    assert_eq!(
+        rs_list.body["items"].as_array().unwrap().len(),
+        2,
+        "undo reuses the old ReplicaSet"
+    );
 
     eprintln!("phase 5: kctl rollout restart rolls every pod");
-    let out = kctl(&cluster, &["rollout", "restart", "deployment/web", "-n", NS]);
+    let out = kctl(
+        &cluster,
+        &["rollout", "restart", "deployment/web", "-n", NS],
+    );
     assert!(out.contains("restarted"), "{out}");
-    let out = kctl(&cluster, &["rollout", "status", "deployment/web", "-n", NS, "--timeout", "2m"]);
+    let out = kctl(
+        &cluster,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            NS,
+            "--timeout",
+            "2m",
+        ],
+    );
     assert!(out.ends_with("successfully rolled out\n"), "{out}");
-    wait_pods(&api, "app=web", "10 restarted pods", |p| {
+    wait_pods(&cluster, "app=web", "10 restarted pods", |p| {
         all_ready_with(p, 10, "web:v1")
             && p.iter().all(|p| {
                 p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string()
@@ -322,8 +469,16 @@ async fn deployments_roll_within_bounds_and_controllers_keep_replicas() {
             "bounds watcher: {} events, at most {} pods, at least {} ready",
             o.events, o.max_total, o.min_ready
         );
-        assert!(o.events >= 60, "the watcher saw the rollouts ({} events)", o.events);
-        assert!(o.violations.is_empty(), "bounds violated: {:?}", o.violations);
+        assert!(
+            o.events >= 60,
+            "the watcher saw the rollouts ({} events)",
+            o.events
+        );
+        assert!(
+            o.violations.is_empty(),
+            "bounds violated: {:?}",
+            o.violations
+        );
     }
 
     eprintln!("phase 6: a ReplicationController replaces a deleted pod");
@@ -334,22 +489,44 @@ async fn deployments_roll_within_bounds_and_controllers_keep_replicas() {
                  "template": {"metadata": {"labels": {"app": "rc"}},
                               "spec": {"containers": [{"name": "c", "image": "rc:1"}]}}},
     });
-    let reply = api.post(&format!("/api/v1/namespaces/{NS}/replicationcontrollers"), &rc).await;
+    let reply = api
+        .post(
+            &format!("/api/v1/namespaces/{NS}/replicationcontrollers"),
+            &rc,
+        )
+        .await;
     assert_eq!(reply.code, 201, "{}", reply.text);
-    wait_pods(&api, "app=rc", "3 rc pods", |p| all_ready_with(p, 3, "rc:1")).await;
-    let victim = pods(&api, "app=rc").await[0]["metadata"]["name"].as_str().unwrap().to_string();
-    let reply = api.delete(&format!("/api/v1/namespaces/{NS}/pods/{victim}")).await;
+    wait_pods(&cluster, "app=rc", "3 rc pods", |p| {
+        all_ready_with(p, 3, "rc:1")
+    })
+    .await;
+    let victim = pods(&api, "app=rc").await[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = api
+        .delete(&format!("/api/v1/namespaces/{NS}/pods/{victim}"))
+        .await;
     assert_eq!(reply.code, 200, "{}", reply.text);
-    wait_pods(&api, "app=rc", "3 rc pods after a delete", |p| {
+    wait_pods(&cluster, "app=rc", "3 rc pods after a delete", |p| {
         all_ready_with(p, 3, "rc:1") && p.iter().all(|p| p["metadata"]["name"] != victim.as_str())
     })
     .await;
-    let rc = api.get(&format!("/api/v1/namespaces/{NS}/replicationcontrollers/rc")).await;
+    let rc = api
+        .get(&format!(
+            "/api/v1/namespaces/{NS}/replicationcontrollers/rc"
+        ))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut rc = rc.body;
     while rc["status"]["readyReplicas"] != 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        rc = api.get(&format!("/api/v1/namespaces/{NS}/replicationcontrollers/rc")).await.body;
+        rc = api
+            .get(&format!(
+                "/api/v1/namespaces/{NS}/replicationcontrollers/rc"
+            ))
+            .await
+            .body;
     }
     assert_eq!(rc["status"]["replicas"], 3, "{rc}");
     assert_eq!(rc["status"]["readyReplicas"], 3, "{rc}");

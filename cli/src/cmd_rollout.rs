@@ -114,7 +114,9 @@ pub(crate) fn status_line(deployment: &Value) -> Result<(String, bool), String> 
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Progressing"));
     if progressing.is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded") {
-        return Err(format!("deployment \"{name}\" exceeded its progress deadline"));
+        return Err(format!(
+            "deployment \"{name}\" exceeded its progress deadline"
+        ));
     }
     let count = |v: &Value| v.as_i64().unwrap_or(0);
     let desired = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -139,7 +141,10 @@ pub(crate) fn status_line(deployment: &Value) -> Result<(String, bool), String> 
             false,
         ));
     }
-    Ok((format!("deployment \"{name}\" successfully rolled out\n"), true))
+    Ok((
+        format!("deployment \"{name}\" successfully rolled out\n"),
+        true,
+    ))
 }
 
 async fn status(session: &mut Session, args: StatusArgs) -> anyhow::Result<()> {
@@ -256,13 +261,14 @@ pub(crate) fn rollback_template(
             .find(|rs| revision_of(rs) == to_revision)
             .ok_or_else(|| format!("unable to find specified revision {to_revision} in history"))?
     } else {
-        let mut by_revision: Vec<&Value> =
-            replica_sets.iter().filter(|rs| revision_of(rs) > 0).collect();
+        let mut by_revision: Vec<&Value> = replica_sets
+            .iter()
+            .filter(|rs| revision_of(rs) > 0)
+            .collect();
         by_revision.sort_by_key(|rs| std::cmp::Reverse(revision_of(rs)));
-        by_revision
-            .get(1)
-            .copied()
-            .ok_or_else(|| format!("no rollout history found for deployment \"{deployment_name}\""))?
+        by_revision.get(1).copied().ok_or_else(|| {
+            format!("no rollout history found for deployment \"{deployment_name}\"")
+        })?
     };
     let mut template = chosen["spec"]["template"].clone();
     if let Some(labels) = template
@@ -313,7 +319,9 @@ async fn restart(session: &mut Session, args: &[String]) -> anyhow::Result<()> {
     let (resource, name) = target(session, args).await?;
     let ns = session.namespace_for(&resource, false);
     let path = resource.object_path(ns.as_deref(), &name);
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
     session
         .client
@@ -393,6 +401,9 @@ mod tests {
         let mut with_cause = rs("2", "b");
         with_cause["metadata"]["annotations"][CHANGE_CAUSE] = json!("kctl set image");
         let rows = history_rows(&[with_cause, rs("1", "a")]);
-        assert_eq!(rows, vec![(1, "<none>".to_string()), (2, "kctl set image".to_string())]);
+        assert_eq!(
+            rows,
+            vec![(1, "<none>".to_string()), (2, "kctl set image".to_string())]
+        );
     }
 }

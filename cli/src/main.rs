@@ -185,7 +185,14 @@ mod tests {
         assert!(matches!(cli.command, Command::Delete(_)));
         let cli = Cli::parse_from(["kctl", "rollout", "status", "deploy/web", "--timeout", "5m"]);
         assert!(matches!(cli.command, Command::Rollout(_)));
-        let cli = Cli::parse_from(["kctl", "rollout", "undo", "deployment", "web", "--to-revision=2"]);
+        let cli = Cli::parse_from([
+            "kctl",
+            "rollout",
+            "undo",
+            "deployment",
+            "web",
+            "--to-revision=2",
+        ]);
         assert!(matches!(cli.command, Command::Rollout(_)));
         let cli = Cli::parse_from(["kctl", "scale", "deploy/web", "--replicas=3"]);
         assert!(matches!(cli.command, Command::Scale(_)));

@@ -14,9 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::DeleteOptions;
 use crate::control_plane::ControllerContext;
-use crate::controllers::replication::{
-    available_in, controller_reference, is_active, is_ready,
-};
+use crate::controllers::replication::{available_in, controller_reference, is_active, is_ready};
 use crate::events::{EventRecorder, EventType};
 use crate::informer::{key_of, Change, Informer};
 use crate::supervisor::StopSignal;
@@ -130,9 +128,15 @@ fn scaled_value(value: &Value, total: i64, default_percent: i64, round_up: bool)
     };
     match value {
         Value::Number(n) => n.as_i64().unwrap_or(0).max(0),
-        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()) {
+        Value::String(s) => match s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+        {
             Some(p) => percent(p.max(0)),
-            None => s.trim().parse::<i64>().map_or(percent(default_percent), |n| n.max(0)),
+            None => s
+                .trim()
+                .parse::<i64>()
+                .map_or(percent(default_percent), |n| n.max(0)),
         },
         _ => percent(default_percent),
     }
@@ -238,22 +242,32 @@ pub(crate) fn reconcile(
     let mut by_rs: HashMap<&str, Vec<&Value>> = HashMap::new();
     for pod in pods {
         if let Some(reference) = object::controller_of(pod) {
-            if let Some(rs) = replica_sets.iter().find(|rs| object::uid(rs) == Some(&reference.uid)) {
-                by_rs.entry(object::uid(rs).unwrap_or_default()).or_default().push(pod);
+            if let Some(rs) = replica_sets
+                .iter()
+                .find(|rs| object::uid(rs) == Some(&reference.uid))
+            {
+                by_rs
+                    .entry(object::uid(rs).unwrap_or_default())
+                    .or_default()
+                    .push(pod);
             }
         }
     }
     let mut sets: Vec<Set<'_>> = Vec::new();
     for rs in replica_sets {
         let rs: &Value = rs;
-        let owned = by_rs.get(object::uid(rs).unwrap_or_default()).map(Vec::as_slice).unwrap_or(&[]);
+        let owned = by_rs
+            .get(object::uid(rs).unwrap_or_default())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let active: Vec<&&Value> = owned.iter().filter(|p| is_active(p)).collect();
         let mut available = 0;
         for pod in &active {
             match available_in(pod, min_ready_seconds, now) {
                 Some(Duration::ZERO) => available += 1,
                 Some(wait) => {
-                    actions.requeue_after = Some(actions.requeue_after.map_or(wait, |r| r.min(wait)));
+                    actions.requeue_after =
+                        Some(actions.requeue_after.map_or(wait, |r| r.min(wait)));
                 }
                 None => {}
             }
@@ -278,7 +292,10 @@ pub(crate) fn reconcile(
     let new_index = sets
         .iter()
         .position(|s| without_hash(&s.rs["spec"]["template"]) == wanted)
-        .or_else(|| sets.iter().position(|s| s.name == format!("{deploy_name}-{hash}")));
+        .or_else(|| {
+            sets.iter()
+                .position(|s| s.name == format!("{deploy_name}-{hash}"))
+        });
     let max_old_revision = sets
         .iter()
         .enumerate()
@@ -337,10 +354,8 @@ pub(crate) fn reconcile(
     }
 
     if let (Some(i), false) = (new_index, paused) {
-        let (new_sets, old_sets): (Vec<_>, Vec<_>) = sets
-            .iter_mut()
-            .enumerate()
-            .partition(|(j, _)| *j == i);
+        let (new_sets, old_sets): (Vec<_>, Vec<_>) =
+            sets.iter_mut().enumerate().partition(|(j, _)| *j == i);
         let mut old_sets: Vec<&mut Set<'_>> = old_sets.into_iter().map(|(_, s)| s).collect();
         let Some((_, new_set)) = new_sets.into_iter().next() else {
             return actions;
@@ -427,7 +442,9 @@ pub(crate) fn reconcile(
     if complete && !paused {
         let limit = spec["revisionHistoryLimit"]
             .as_i64()
-            .map_or(REVISION_HISTORY_LIMIT_DEFAULT, |l| usize::try_from(l).unwrap_or(0));
+            .map_or(REVISION_HISTORY_LIMIT_DEFAULT, |l| {
+                usize::try_from(l).unwrap_or(0)
+            });
         let mut empty: Vec<&Set<'_>> = sets
             .iter()
             .enumerate()
@@ -436,7 +453,10 @@ pub(crate) fn reconcile(
             .collect();
         if empty.len() > limit {
             empty.sort_by_key(|s| revision_of(s.rs));
-            actions.delete = empty[..empty.len() - limit].iter().map(|s| s.name.clone()).collect();
+            actions.delete = empty[..empty.len() - limit]
+                .iter()
+                .map(|s| s.name.clone())
+                .collect();
         }
     }
 
@@ -450,7 +470,10 @@ pub(crate) fn reconcile(
     let new_name = new_set
         .map(|s| s.name.clone())
         .unwrap_or_else(|| format!("{deploy_name}-{hash}"));
-    let old_conditions = deployment["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let old_conditions = deployment["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let stamp = object::format_time(now);
     let condition = |kind: &str, status: &str, reason: &str, message: String| {
         let previous = old_conditions.iter().find(|c| c["type"] == kind);
@@ -472,27 +495,66 @@ pub(crate) fn reconcile(
         }
     };
     let available_condition = if available >= desired - max_unavailable {
-        condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into())
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        )
     } else {
-        condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into())
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        )
     };
     let progressing = if paused {
-        condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into())
+        condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+        )
     } else if complete {
-        condition("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."))
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        )
     } else if actions.create.is_some() {
-        condition("Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set \"{new_name}\""))
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{new_name}\""),
+        )
     } else {
-        condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."))
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        )
     };
-    let mut status: Map<String, Value> = deployment["status"].as_object().cloned().unwrap_or_default();
+    let mut status: Map<String, Value> = deployment["status"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     status.insert("observedGeneration".into(), json!(generation));
     status.insert("replicas".into(), json!(replicas));
     status.insert("updatedReplicas".into(), json!(updated));
     status.insert("readyReplicas".into(), json!(ready));
     status.insert("availableReplicas".into(), json!(available));
-    status.insert("unavailableReplicas".into(), json!((spec_total.max(desired) - available).max(0)));
-    status.insert("conditions".into(), json!([available_condition, progressing]));
+    status.insert(
+        "unavailableReplicas".into(),
+        json!((spec_total.max(desired) - available).max(0)),
+    );
+    status.insert(
+        "conditions".into(),
+        json!([available_condition, progressing]),
+    );
     let status = Value::Object(status);
     if status != deployment["status"] {
         actions.status = Some(status);
@@ -613,7 +675,9 @@ pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow:
         pods,
         queue: WorkQueue::new(COMPONENT, QUEUE_KEYS_MAX),
     });
-    let workers: Vec<_> = (0..WORKERS).map(|_| tokio::spawn(work(shared.clone()))).collect();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| tokio::spawn(work(shared.clone())))
+        .collect();
     enqueue_all(&shared);
     let mut resync = tokio::time::interval(RESYNC_PERIOD);
     loop {
@@ -704,7 +768,10 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
         object::uid(&deployment),
         object::name(&deployment),
     ) else {
-        tracing::warn!(key, "a deployment without namespace, name or uid is skipped");
+        tracing::warn!(
+            key,
+            "a deployment without namespace, name or uid is skipped"
+        );
         return Ok(None);
     };
     let replica_sets: Vec<Arc<Value>> = shared
@@ -715,7 +782,9 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
         .collect();
     let mut pods = Vec::new();
     for rs in &replica_sets {
-        let Some(rs_uid) = object::uid(rs) else { continue };
+        let Some(rs_uid) = object::uid(rs) else {
+            continue;
+        };
         pods.extend(
             shared
                 .pods
@@ -746,7 +815,11 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
             }
             // Our informer has not seen it yet, or a hash collision: look again shortly.
             Err(e) if e.code() == 409 => {
-                tracing::info!(key, rs = rs_name, "replica set already exists; waiting for the informer");
+                tracing::info!(
+                    key,
+                    rs = rs_name,
+                    "replica set already exists; waiting for the informer"
+                );
                 requeue = Some(Duration::from_secs(1));
             }
             Err(e) => return Err(api_error(e)),
@@ -772,7 +845,10 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
                         &deployment,
                         EventType::Normal,
                         "ScalingReplicaSet",
-                        &format!("Scaled {direction} replica set {} from {from} to {to}", update.name),
+                        &format!(
+                            "Scaled {direction} replica set {} from {from} to {to}",
+                            update.name
+                        ),
                     );
                 }
             }
@@ -786,7 +862,10 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
             propagation: Some("Background"),
             ..DeleteOptions::default()
         };
-        match client.delete(shared.rs_resource, Some(ns), rs_name, &options).await {
+        match client
+            .delete(shared.rs_resource, Some(ns), rs_name, &options)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code() == 404 => {}
             Err(e) => return Err(api_error(e)),
@@ -892,12 +971,21 @@ mod tests {
 
     impl Sim {
         fn new(deployment: Value) -> Sim {
-            Sim { deployment, replica_sets: Vec::new(), pods: Vec::new(), serial: 0 }
+            Sim {
+                deployment,
+                replica_sets: Vec::new(),
+                pods: Vec::new(),
+                serial: 0,
+            }
         }
 
         fn stamp(&mut self) -> String {
             self.serial += 1;
-            format!("2026-01-01T00:{:02}:{:02}Z", self.serial / 60 % 60, self.serial % 60)
+            format!(
+                "2026-01-01T00:{:02}:{:02}Z",
+                self.serial / 60 % 60,
+                self.serial % 60
+            )
         }
 
         /// One deployment reconcile, applied.
@@ -926,7 +1014,12 @@ mod tests {
                 }
                 *rs = Arc::new(value);
             }
-            self.replica_sets.retain(|r| !actions.delete.iter().any(|d| object::name(r) == Some(d.as_str())));
+            self.replica_sets.retain(|r| {
+                !actions
+                    .delete
+                    .iter()
+                    .any(|d| object::name(r) == Some(d.as_str()))
+            });
             if let Some(revision) = &actions.revision {
                 self.deployment["metadata"]["annotations"][REVISION] = json!(revision);
             }
@@ -964,7 +1057,8 @@ mod tests {
                 if owned.len() > want {
                     owned.sort_by(|a, b| crate::controllers::replication::deletion_order(a, b));
                     let victim = object::name(&owned[0]).unwrap().to_string();
-                    self.pods.retain(|p| object::name(p) != Some(victim.as_str()));
+                    self.pods
+                        .retain(|p| object::name(p) != Some(victim.as_str()));
                     return true;
                 }
             }
@@ -1028,7 +1122,12 @@ mod tests {
             let mut images: Vec<String> = self
                 .pods
                 .iter()
-                .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_string())
+                .map(|p| {
+                    p["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
                 .collect();
             images.sort();
             images.dedup();
@@ -1047,7 +1146,11 @@ mod tests {
             (1, json!(0), json!(0), &[0, 2, 1]),
         ];
         for (replicas, surge, unavailable, order) in cases {
-            let mut sim = Sim::new(deployment(*replicas, "v1", rolling(surge.clone(), unavailable.clone())));
+            let mut sim = Sim::new(deployment(
+                *replicas,
+                "v1",
+                rolling(surge.clone(), unavailable.clone()),
+            ));
             let (s, u) = surge_and_unavailable(&sim.deployment, *replicas);
             // The first rollout starts from nothing: only the surge bound applies.
             sim.settle(s, *replicas, order);
@@ -1059,7 +1162,10 @@ mod tests {
                 sim.settle(s, u, order);
                 assert_eq!(sim.total(), *replicas, "{replicas} {surge} {unavailable}");
                 assert_eq!(sim.images(), vec![image]);
-                assert_eq!(sim.deployment["metadata"]["annotations"][REVISION], revision.to_string());
+                assert_eq!(
+                    sim.deployment["metadata"]["annotations"][REVISION],
+                    revision.to_string()
+                );
                 let status = &sim.deployment["status"];
                 assert_eq!(status["updatedReplicas"], *replicas);
                 assert_eq!(status["availableReplicas"], *replicas);
@@ -1069,7 +1175,11 @@ mod tests {
             sim.deployment["spec"]["template"]["spec"]["containers"][0]["image"] = json!("v1");
             sim.settle(s, u, order);
             assert_eq!(sim.images(), vec!["v1"]);
-            assert_eq!(sim.replica_sets.len(), 3, "no new ReplicaSet for an old template");
+            assert_eq!(
+                sim.replica_sets.len(),
+                3,
+                "no new ReplicaSet for an old template"
+            );
             assert_eq!(sim.deployment["metadata"]["annotations"][REVISION], "4");
         }
     }
@@ -1098,7 +1208,8 @@ mod tests {
         let mut sim = Sim::new(d);
         sim.settle(1, 3, &[0, 1, 2]);
         for i in 1..=4 {
-            sim.deployment["spec"]["template"]["spec"]["containers"][0]["image"] = json!(format!("v{i}"));
+            sim.deployment["spec"]["template"]["spec"]["containers"][0]["image"] =
+                json!(format!("v{i}"));
             sim.settle(1, 1, &[0, 1, 2]);
         }
         sim.deploy_step();
@@ -1121,7 +1232,10 @@ mod tests {
         let actions = sim.deploy_step();
         assert_eq!(actions.create, None);
         assert!(actions.update.is_empty());
-        assert_eq!(sim.deployment["status"]["conditions"][1]["reason"], "DeploymentPaused");
+        assert_eq!(
+            sim.deployment["status"]["conditions"][1]["reason"],
+            "DeploymentPaused"
+        );
     }
 
     #[test]
@@ -1132,8 +1246,14 @@ mod tests {
         let hash = template_hash(&d["spec"]["template"]);
         assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
         assert_eq!(rs["spec"]["replicas"], 3);
-        assert_eq!(rs["spec"]["selector"]["matchLabels"][POD_TEMPLATE_HASH], hash.as_str());
-        assert_eq!(rs["spec"]["template"]["metadata"]["labels"][POD_TEMPLATE_HASH], hash.as_str());
+        assert_eq!(
+            rs["spec"]["selector"]["matchLabels"][POD_TEMPLATE_HASH],
+            hash.as_str()
+        );
+        assert_eq!(
+            rs["spec"]["template"]["metadata"]["labels"][POD_TEMPLATE_HASH],
+            hash.as_str()
+        );
         assert_eq!(rs["metadata"]["annotations"][REVISION], "1");
         assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
         assert_eq!(actions.revision.as_deref(), Some("1"));

@@ -78,9 +78,7 @@ impl OwnerKind {
 
     fn resource(self) -> Result<&'static Resource, ReplicationError> {
         let found = match self {
-            OwnerKind::ReplicationController => {
-                resources::find("", "v1", "replicationcontrollers")
-            }
+            OwnerKind::ReplicationController => resources::find("", "v1", "replicationcontrollers"),
             OwnerKind::ReplicaSet => resources::find("apps", "v1", "replicasets"),
         };
         found.ok_or(ReplicationError::UnknownResource(self.kind()))
@@ -109,7 +107,10 @@ impl OwnerKind {
     }
 
     /// Whether `reference` names an owner of this kind.
-    fn names_kind(self, reference: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> bool {
+    fn names_kind(
+        self,
+        reference: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    ) -> bool {
         reference.kind == self.kind()
     }
 }
@@ -120,7 +121,10 @@ impl OwnerKind {
 /// A pod counts toward replicas: not being deleted and not finished.
 pub(crate) fn is_active(pod: &Value) -> bool {
     object::deletion_timestamp(pod).is_none()
-        && !matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        && !matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 fn ready_condition(pod: &Value) -> Option<&Value> {
@@ -144,7 +148,11 @@ fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
 
 /// How long until a ready pod turns available; `Some(ZERO)` when it is available now, `None`
 /// when it is not ready.
-pub(crate) fn available_in(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
+pub(crate) fn available_in(
+    pod: &Value,
+    min_ready_seconds: i64,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
     if !is_ready(pod) {
         return None;
     }
@@ -157,7 +165,9 @@ pub(crate) fn available_in(pod: &Value, min_ready_seconds: i64, now: jiff::Times
     if ready_for >= min_ready_seconds {
         Some(Duration::ZERO)
     } else {
-        Some(Duration::from_secs((min_ready_seconds - ready_for).unsigned_abs()))
+        Some(Duration::from_secs(
+            (min_ready_seconds - ready_for).unsigned_abs(),
+        ))
     }
 }
 
@@ -172,7 +182,11 @@ fn phase_rank(pod: &Value) -> u8 {
 /// Kubernetes' order of pods to delete first: unscheduled, then pending, then not ready, then
 /// ready for the shortest time, then newest.
 pub(crate) fn deletion_order(a: &Value, b: &Value) -> Ordering {
-    let scheduled = |p: &Value| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let scheduled = |p: &Value| {
+        p["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    };
     scheduled(a)
         .cmp(&scheduled(b))
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
@@ -302,7 +316,9 @@ pub(crate) fn reconcile(inputs: &Inputs<'_>) -> Actions {
                         .filter(|r| r["uid"] != owner_uid)
                         .collect();
                     let name = object::name(pod).unwrap_or_default().to_string();
-                    actions.release.push((name, owner_references_patch(pod, refs)));
+                    actions
+                        .release
+                        .push((name, owner_references_patch(pod, refs)));
                 }
             }
             Some(_) => {}
@@ -315,7 +331,9 @@ pub(crate) fn reconcile(inputs: &Inputs<'_>) -> Actions {
                         inputs.kind.kind(),
                     ));
                     let name = object::name(pod).unwrap_or_default().to_string();
-                    actions.adopt.push((name, owner_references_patch(pod, refs)));
+                    actions
+                        .adopt
+                        .push((name, owner_references_patch(pod, refs)));
                     claimed.push(pod);
                 }
             }
@@ -497,7 +515,10 @@ pub(crate) async fn run_replication_controllers(
     run(ctx, stop, OwnerKind::ReplicationController).await
 }
 
-pub(crate) async fn run_replica_sets(ctx: ControllerContext, stop: StopSignal) -> anyhow::Result<()> {
+pub(crate) async fn run_replica_sets(
+    ctx: ControllerContext,
+    stop: StopSignal,
+) -> anyhow::Result<()> {
     run(ctx, stop, OwnerKind::ReplicaSet).await
 }
 
@@ -597,12 +618,7 @@ fn matching_owners(shared: &Shared, pod: &Value) -> Vec<String> {
         .owners
         .list_namespace(ns)
         .iter()
-        .filter(|o| {
-            shared
-                .kind
-                .selector(o)
-                .is_some_and(|s| s.matches(&labels))
-        })
+        .filter(|o| shared.kind.selector(o).is_some_and(|s| s.matches(&labels)))
         .map(|o| key_of(o))
         .collect()
 }
@@ -636,7 +652,9 @@ fn on_pod_change(shared: &Shared, change: Change) {
                         shared.queue.add(key);
                     }
                 }
-                if object::labels(&old) != object::labels(&new) && object::controller_of(&new).is_none() {
+                if object::labels(&old) != object::labels(&new)
+                    && object::controller_of(&new).is_none()
+                {
                     for key in matching_owners(shared, &old) {
                         shared.queue.add(key);
                     }
@@ -730,7 +748,8 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
             let mut remaining = actions.create;
             let mut failure = None;
             for batch in slow_start_batches(actions.create) {
-                let creates = (0..batch).map(|_| client.create(shared.pods_resource, Some(ns), pod));
+                let creates =
+                    (0..batch).map(|_| client.create(shared.pods_resource, Some(ns), pod));
                 let results = futures::future::join_all(creates).await;
                 remaining -= batch;
                 for result in results {
@@ -739,7 +758,10 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
                             &owner,
                             EventType::Normal,
                             "SuccessfulCreate",
-                            &format!("Created pod: {}", object::name(&created).unwrap_or_default()),
+                            &format!(
+                                "Created pod: {}",
+                                object::name(&created).unwrap_or_default()
+                            ),
                         ),
                         Err(e) => {
                             shared.expectations.creation_observed(key);
@@ -772,7 +794,12 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
         shared.expectations.expect(key, 0, &keys);
         let deletes = actions.delete.iter().map(|name| async move {
             let result = client
-                .delete(shared.pods_resource, Some(ns), name, &DeleteOptions::default())
+                .delete(
+                    shared.pods_resource,
+                    Some(ns),
+                    name,
+                    &DeleteOptions::default(),
+                )
                 .await;
             (name, result)
         });
@@ -809,7 +836,13 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
     if let Some(status) = actions.status {
         let name = object::name(&owner).unwrap_or_default();
         match client
-            .merge_patch(shared.resource, Some(ns), name, Some("status"), &json!({ "status": status }))
+            .merge_patch(
+                shared.resource,
+                Some(ns),
+                name,
+                Some("status"),
+                &json!({ "status": status }),
+            )
             .await
         {
             Ok(_) => {}
@@ -920,21 +953,72 @@ mod tests {
         }
         let mine = Some("rs-uid");
         let cases = vec![
-            Case { name: "creates the missing", replicas: 3, pods: vec![pod("a", mine, "ready", t)], met: true, create: 2, delete: vec![] },
-            Case { name: "waits for expectations", replicas: 3, pods: vec![], met: false, create: 0, delete: vec![] },
-            Case { name: "terminating and failed pods do not count", replicas: 2,
-                pods: vec![pod("a", mine, "terminating", t), pod("b", mine, "failed", t), pod("c", mine, "ready", t)],
-                met: true, create: 1, delete: vec![] },
-            Case { name: "bounded by the burst", replicas: 10_000, pods: vec![], met: true, create: BURST_REPLICAS, delete: vec![] },
-            Case { name: "deletes unscheduled, then pending, then not ready, then newest", replicas: 1,
-                pods: vec![pod("ready-old", mine, "ready", t), pod("ready-new", mine, "ready", later),
-                           pod("running", mine, "running", t), pod("pending", mine, "pending", t),
-                           pod("unscheduled", mine, "unscheduled", t)],
-                met: true, create: 0, delete: vec!["unscheduled", "pending", "running", "ready-new"] },
-            Case { name: "pods of another controller are ignored", replicas: 1,
-                pods: vec![pod("other", Some("x"), "ready", t)], met: true, create: 1, delete: vec![] },
-            Case { name: "adopted orphans count", replicas: 1,
-                pods: vec![pod("orphan", None, "ready", t)], met: true, create: 0, delete: vec![] },
+            Case {
+                name: "creates the missing",
+                replicas: 3,
+                pods: vec![pod("a", mine, "ready", t)],
+                met: true,
+                create: 2,
+                delete: vec![],
+            },
+            Case {
+                name: "waits for expectations",
+                replicas: 3,
+                pods: vec![],
+                met: false,
+                create: 0,
+                delete: vec![],
+            },
+            Case {
+                name: "terminating and failed pods do not count",
+                replicas: 2,
+                pods: vec![
+                    pod("a", mine, "terminating", t),
+                    pod("b", mine, "failed", t),
+                    pod("c", mine, "ready", t),
+                ],
+                met: true,
+                create: 1,
+                delete: vec![],
+            },
+            Case {
+                name: "bounded by the burst",
+                replicas: 10_000,
+                pods: vec![],
+                met: true,
+                create: BURST_REPLICAS,
+                delete: vec![],
+            },
+            Case {
+                name: "deletes unscheduled, then pending, then not ready, then newest",
+                replicas: 1,
+                pods: vec![
+                    pod("ready-old", mine, "ready", t),
+                    pod("ready-new", mine, "ready", later),
+                    pod("running", mine, "running", t),
+                    pod("pending", mine, "pending", t),
+                    pod("unscheduled", mine, "unscheduled", t),
+                ],
+                met: true,
+                create: 0,
+                delete: vec!["unscheduled", "pending", "running", "ready-new"],
+            },
+            Case {
+                name: "pods of another controller are ignored",
+                replicas: 1,
+                pods: vec![pod("other", Some("x"), "ready", t)],
+                met: true,
+                create: 1,
+                delete: vec![],
+            },
+            Case {
+                name: "adopted orphans count",
+                replicas: 1,
+                pods: vec![pod("orphan", None, "ready", t)],
+                met: true,
+                create: 0,
+                delete: vec![],
+            },
         ];
         for case in cases {
             let actions = run_core(&rs(case.replicas), &case.pods, case.met);
@@ -948,7 +1032,10 @@ mod tests {
         let actions = run_core(&rs(1), &[], true);
         let pod = actions.pod.unwrap();
         assert_eq!(pod["metadata"]["generateName"], "web-");
-        assert_eq!(pod["metadata"]["labels"], json!({"app": "web", "tier": "fe"}));
+        assert_eq!(
+            pod["metadata"]["labels"],
+            json!({"app": "web", "tier": "fe"})
+        );
         assert_eq!(
             pod["metadata"]["ownerReferences"],
             json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-uid",
@@ -957,7 +1044,10 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][0]["image"], "nginx");
         let actions = run_core(&rc(1), &[], true);
         let pod = actions.pod.unwrap();
-        assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+        assert_eq!(
+            pod["metadata"]["ownerReferences"][0]["kind"],
+            "ReplicationController"
+        );
         assert_eq!(pod["metadata"]["ownerReferences"][0]["apiVersion"], "v1");
     }
 
@@ -976,7 +1066,10 @@ mod tests {
         assert_eq!(patch["metadata"]["uid"], "orphan-uid");
         assert_eq!(actions.release.len(), 1);
         assert_eq!(actions.release[0].0, "stray");
-        assert_eq!(actions.release[0].1["metadata"]["ownerReferences"], json!([]));
+        assert_eq!(
+            actions.release[0].1["metadata"]["ownerReferences"],
+            json!([])
+        );
         assert_eq!(actions.create, 0, "the adopted orphan is the one replica");
     }
 
