@@ -13,6 +13,7 @@ mod cmd_get;
 mod cmd_info;
 mod cmd_label;
 mod cmd_logs;
+mod cmd_rollout;
 mod cmd_scale;
 mod describe;
 mod discovery;
@@ -66,6 +67,9 @@ enum Command {
     Delete(cmd_delete::DeleteArgs),
     /// Set the number of replicas of a deployment, replica set or replication controller
     Scale(cmd_scale::ScaleArgs),
+    /// Manage the rollout of a deployment: status, history, undo, restart
+    #[command(subcommand)]
+    Rollout(cmd_rollout::RolloutCommand),
     /// Add, change or remove labels
     Label(cmd_label::LabelArgs),
     /// Print the logs of a container
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => cmd_delete::run(&mut session, args).await,
         Command::Scale(args) => cmd_scale::run(&mut session, args).await,
         Command::Label(args) => cmd_label::run(&mut session, args).await,
+        Command::Rollout(command) => cmd_rollout::run(&mut session, command).await,
         Command::Logs(args) => cmd_logs::run(&mut session, args).await,
         Command::Edit(args) => cmd_edit::run(&mut session, args).await,
         Command::ApiResources(args) => cmd_info::api_resources(&mut session, args).await,
@@ -178,6 +183,17 @@ mod tests {
             "--wait=false",
         ]);
         assert!(matches!(cli.command, Command::Delete(_)));
+        let cli = Cli::parse_from(["kctl", "rollout", "status", "deploy/web", "--timeout", "5m"]);
+        assert!(matches!(cli.command, Command::Rollout(_)));
+        let cli = Cli::parse_from([
+            "kctl",
+            "rollout",
+            "undo",
+            "deployment",
+            "web",
+            "--to-revision=2",
+        ]);
+        assert!(matches!(cli.command, Command::Rollout(_)));
         let cli = Cli::parse_from(["kctl", "scale", "deploy/web", "--replicas=3"]);
         assert!(matches!(cli.command, Command::Scale(_)));
         let cli = Cli::parse_from([
