@@ -148,7 +148,9 @@ async fn write_loop(client: ApiClient, mut rx: mpsc::Receiver<Pending>, mut stop
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "generateName": format!("{}.", truncate(object_name, 200)),
+                // Named as Kubernetes names events (`object.hex`): a generateName ending
+                // in "." fails validation of the name prefix.
+                "name": format!("{}.{:016x}", truncate(object_name, 200), rand::random::<u64>()),
                 "namespace": pending.namespace,
             },
             "involvedObject": pending.involved,

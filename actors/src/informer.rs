@@ -322,7 +322,9 @@ impl Informer {
         }
         fresh.revision = revision;
         *self.write() = fresh;
-        let _ = self.inner.synced.send(true);
+        // send_replace: `send` keeps the old value when nobody is subscribed yet, and a later
+        // `wait_synced` would then wait for ever.
+        self.inner.synced.send_replace(true);
         let _ = self.inner.changes.send(Change::Resynced);
         Ok(revision)
     }
