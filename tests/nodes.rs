@@ -190,15 +190,23 @@ async fn hollow_nodes_run_pods_and_dead_nodes_are_tainted_and_evicted() {
         logs,
     )
     .await;
-    let events = api.get("/api/v1/namespaces/default/events").await;
-    assert!(
-        events.text.contains("TaintManagerEviction")
-            && events
-                .text
-                .contains("Marking for deletion Pod default/on-doomed"),
-        "{}",
-        events.text
-    );
+    // Events are written in the background: wait for the eviction's.
+    wait_for(
+        &api,
+        "/api/v1/namespaces/default/events",
+        "the TaintManagerEviction event",
+        Duration::from_secs(30),
+        |list| {
+            list["items"].as_array().is_some_and(|items| {
+                items.iter().any(|e| {
+                    e["reason"] == "TaintManagerEviction"
+                        && e["message"] == "Marking for deletion Pod default/on-doomed"
+                })
+            })
+        },
+        logs,
+    )
+    .await;
 
     // The live node and its pod are untouched.
     let node = api.get("/api/v1/nodes/alive").await.body;

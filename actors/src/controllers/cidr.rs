@@ -139,9 +139,11 @@ impl CidrAllocator {
 mod tests {
     use super::*;
 
+    type Parsed = Result<(u32, u8), CidrError>;
+
     #[test]
     fn parses_and_rejects() {
-        let cases: &[(&str, Result<(u32, u8), CidrError>)] = &[
+        let cases: &[(&str, Parsed)] = &[
             ("10.244.0.0/16", Ok((0x0af4_0000, 16))),
             ("0.0.0.0/0", Ok((0, 0))),
             ("10.0.0.1/32", Ok((0x0a00_0001, 32))),
