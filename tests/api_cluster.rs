@@ -15,9 +15,10 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 const CM: &str = "/api/v1/namespaces/default/configmaps";
-/// These tests write pods' status themselves, with resourceVersions from their creates; the
-/// scheduler would write `PodScheduled=False` (no nodes) in between.
-const NO_SCHEDULER: &[&str] = &["--controllers=*,-scheduler"];
+/// These tests write objects' status themselves, with resourceVersions from their creates;
+/// the scheduler and the workload controllers would write status in between. The namespace
+/// controller and the garbage collector, which finish deletions, run.
+const API_ONLY: &[&str] = &["--controllers=namespace-controller,garbage-collector"];
 
 fn configmap(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
@@ -57,7 +58,7 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_conflicts_patches_subresources_and_bad_input() {
-    let cluster = Cluster::start_with(3, NO_SCHEDULER).await;
+    let cluster = Cluster::start_with(3, API_ONLY).await;
     let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
 
     // Phase 1: discovery and authentication.
@@ -842,7 +843,7 @@ fn every_kind() -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_is_created_read_listed_updated_and_deleted() {
-    let cluster = Cluster::start_with(3, NO_SCHEDULER).await;
+    let cluster = Cluster::start_with(3, API_ONLY).await;
     for (i, (collection, object)) in every_kind().into_iter().enumerate() {
         let api = cluster.client(i % 3);
         let kind = object["kind"].as_str().unwrap().to_string();

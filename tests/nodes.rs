@@ -84,6 +84,8 @@ async fn hollow_nodes_run_pods_and_dead_nodes_are_tainted_and_evicted() {
             "3",
             "--pod-eviction-timeout-secs",
             "3",
+            // The test binds pods itself.
+            "--controllers=*,-scheduler",
         ],
     )
     .await;

@@ -105,11 +105,24 @@ pub(crate) async fn apply(session: &mut Session, args: ApplyArgs) -> anyhow::Res
     failures.finish()
 }
 
-/// What `apply` reports for one object, from the object before and after.
-pub(crate) fn apply_outcome(before_rv: Option<&str>, after_rv: &str) -> &'static str {
-    match before_rv {
+/// What `apply` reports for one object, from the object before and after. Status,
+/// resourceVersion and managedFields are left out of the comparison: controllers write status
+/// all the time (a Deployment's, while its pods start), which is no change made by the apply.
+pub(crate) fn apply_outcome(before: Option<&Value>, after: &Value) -> &'static str {
+    fn applied_part(object: &Value) -> Value {
+        let mut object = object.clone();
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        object
+    }
+    match before {
         None => "created",
-        Some(rv) if !rv.is_empty() && rv == after_rv => "unchanged",
+        Some(before) if applied_part(before) == applied_part(after) => "unchanged",
         Some(_) => "configured",
     }
 }
@@ -130,7 +143,7 @@ async fn apply_one(
     }
     let path = resource.object_path(ns.as_deref(), name);
     let before = match session.client.get(&path, &[]).await {
-        Ok(object) => Some(meta_str(&object, "resourceVersion").to_string()),
+        Ok(object) => Some(object),
         Err(err) if err.is_not_found() => None,
         Err(err) => {
             return Err(err
@@ -154,7 +167,7 @@ async fn apply_one(
         )
         .await
         .map_err(|err| err.with_source("applying", &manifest.source))?;
-    let outcome = apply_outcome(before.as_deref(), meta_str(&after, "resourceVersion"));
+    let outcome = apply_outcome(before.as_ref(), &after);
     Ok(format!("{}/{name} {outcome}", resource.type_name()))
 }
 
@@ -165,9 +178,18 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        assert_eq!(apply_outcome(None, "5"), "created");
-        assert_eq!(apply_outcome(Some("5"), "5"), "unchanged");
-        assert_eq!(apply_outcome(Some("5"), "6"), "configured");
+        let before = json!({"metadata": {"name": "a", "resourceVersion": "5"}, "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let status_moved = json!({"metadata": {"name": "a", "resourceVersion": "7"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let spec_changed =
+            json!({"metadata": {"name": "a", "resourceVersion": "8"}, "spec": {"replicas": 2}});
+        assert_eq!(apply_outcome(None, &before), "created");
+        assert_eq!(apply_outcome(Some(&before), &before), "unchanged");
+        assert_eq!(
+            apply_outcome(Some(&before), &status_moved),
+            "unchanged",
+            "a controller's status write is not the apply's change"
+        );
+        assert_eq!(apply_outcome(Some(&before), &spec_changed), "configured");
     }
 
     #[test]

@@ -73,11 +73,22 @@ pub(crate) async fn update_scale(state: &ApiState, req: &ApiRequest, path: &Reso
     for _ in 0..CONFLICT_RETRIES_MAX {
         let current = read(state, path, Consistency::Linearizable).await?;
         let scale = scale_of(&current.object);
-        let new_scale = if req.method == http::Method::PUT {
-            req.body_value()?
+        // Only a resourceVersion the client sent is a precondition: a patch applied to the
+        // current Scale carries the current one, which must not fail a retry.
+        let (new_scale, precondition) = if req.method == http::Method::PUT {
+            let body = req.body_value()?;
+            let precondition = object::resource_version(&body)
+                .filter(|rv| !rv.is_empty())
+                .map(str::to_string);
+            (body, precondition)
         } else {
             let body = super::request::decode_json(&req.body)?;
-            match req.content_type().as_str() {
+            let precondition = body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|rv| !rv.is_empty())
+                .map(str::to_string);
+            let patched = match req.content_type().as_str() {
                 "application/json-patch+json" => patch::json_patch(&scale, &body)
                     .map_err(|e| StatusError::bad_request(e.to_string()))?,
                 "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
@@ -85,11 +96,9 @@ pub(crate) async fn update_scale(state: &ApiState, req: &ApiRequest, path: &Reso
                         .map_err(|e| StatusError::bad_request(e.to_string()))?
                 }
                 other => return Err(super::request::unsupported_media_type(other)),
-            }
+            };
+            (patched, precondition)
         };
-        let precondition = object::resource_version(&new_scale)
-            .filter(|rv| !rv.is_empty())
-            .map(str::to_string);
         if precondition
             .as_deref()
             .is_some_and(|rv| rv != current.revision.to_string())
