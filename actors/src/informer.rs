@@ -322,7 +322,8 @@ impl Informer {
         }
         fresh.revision = revision;
         *self.write() = fresh;
-        let _ = self.inner.synced.send(true);
+        // `send` stores nothing while no one subscribes; `send_replace` always does.
+        self.inner.synced.send_replace(true);
         let _ = self.inner.changes.send(Change::Resynced);
         Ok(revision)
     }
