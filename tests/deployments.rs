@@ -230,8 +230,10 @@ async fn wait_pods(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; log tail:\n{}\npods: {:?}",
+            "timed out waiting for {what}; log tail:\n{}\nreplica sets: {}\ndeployments: {}\npods: {:?}",
             tail(&cluster.log(0)),
+            api.get(&format!("/apis/apps/v1/namespaces/{NS}/replicasets")).await.text,
+            api.get(&format!("/apis/apps/v1/namespaces/{NS}/deployments")).await.text,
             all.iter()
                 .map(|p| (
                     p["metadata"]["name"].clone(),

@@ -794,6 +794,15 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Deployment
         );
     }
     let actions = reconcile(&deployment, &replica_sets, &pods, jiff::Timestamp::now());
+    if actions.create.is_some() || !actions.update.is_empty() || !actions.delete.is_empty() {
+        tracing::info!(
+            deployment = key,
+            create = actions.create.is_some(),
+            updates = ?actions.update,
+            delete = ?actions.delete,
+            "rolling"
+        );
+    }
     let api_error = |source: StatusError| DeploymentError::Api {
         deployment: key.to_string(),
         source,

@@ -724,6 +724,15 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
         now: jiff::Timestamp::now(),
     };
     let actions = reconcile(&inputs);
+    if actions.create > 0 || !actions.delete.is_empty() {
+        tracing::info!(
+            controller = shared.kind.component(),
+            owner = key,
+            create = actions.create,
+            delete = actions.delete.len(),
+            "scaling"
+        );
+    }
     let api_error = |source: StatusError| ReplicationError::Api {
         owner: key.to_string(),
         source,
