@@ -66,12 +66,19 @@ impl Drop for Master {
 pub struct Cluster {
     pub masters: Vec<Master>,
     peers: String,
+    /// Extra arguments of every `keelson master`.
+    extra_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `n` masters and waits until each serves its API.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// Starts `n` masters with `extra_args` (e.g. `--controllers=...`).
+    pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let masters: Vec<Master> = (0..n)
             .map(|i| Master {
@@ -89,6 +96,7 @@ impl Cluster {
         let mut cluster = Cluster {
             masters,
             peers: peers.join(","),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             _dir: dir,
         };
         for i in 0..n {
@@ -112,6 +120,7 @@ impl Cluster {
                 "master", "--name", &m.name, "--peer", &m.peer, "--api", &m.api,
             ])
             .args(["--peers", &self.peers, "--token", TOKEN])
+            .args(&self.extra_args)
             .arg("--data-dir")
             .arg(&m.dir)
             .env("RUST_LOG", "info,openraft=warn")
