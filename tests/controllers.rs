@@ -32,7 +32,10 @@ where
 }
 
 async fn gone(api: &Api, path: &str) {
-    eventually(path, || async { (api.get(path).await.code == 404).then_some(Value::Null) }).await;
+    eventually(path, || async {
+        (api.get(path).await.code == 404).then_some(Value::Null)
+    })
+    .await;
 }
 
 fn owned(kind: &str, name: &str, owner_uid: &str, block: bool) -> Value {
@@ -89,7 +92,10 @@ async fn controllers_reconcile_against_a_real_master() {
     let secret_path = format!("{NS}/secrets/{secret_name}");
     let secret = api.get(&secret_path).await.body;
     assert_eq!(secret["type"], "kubernetes.io/service-account-token");
-    assert_eq!(secret["metadata"]["annotations"]["kubernetes.io/service-account.name"], "default");
+    assert_eq!(
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "default"
+    );
     let token = String::from_utf8(
         base64::engine::general_purpose::STANDARD
             .decode(secret["data"]["token"].as_str().unwrap())
@@ -97,12 +103,18 @@ async fn controllers_reconcile_against_a_real_master() {
     )
     .unwrap();
     assert!(secret["data"]["ca.crt"].is_string());
-    let as_sa = Api { token: token.clone(), ..api.clone() };
+    let as_sa = Api {
+        token: token.clone(),
+        ..api.clone()
+    };
     eventually("the token to authenticate", || async {
         (as_sa.get(&format!("{NS}/configmaps")).await.code == 200).then_some(Value::Null)
     })
     .await;
-    let stranger = Api { token: "not-a-token".into(), ..api.clone() };
+    let stranger = Api {
+        token: "not-a-token".into(),
+        ..api.clone()
+    };
     assert_eq!(stranger.get(&format!("{NS}/configmaps")).await.code, 401);
     assert_eq!(api.delete(&secret_path).await.code, 200);
     eventually("the deleted Secret's token to be refused", || async {
@@ -124,7 +136,10 @@ async fn controllers_reconcile_against_a_real_master() {
     eprintln!("phase 2: endpoints");
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
-    assert_eq!(api.post(&format!("{NS}/services"), &service).await.code, 201);
+    assert_eq!(
+        api.post(&format!("{NS}/services"), &service).await.code,
+        201
+    );
     for name in ["p1", "p2"] {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
@@ -143,7 +158,11 @@ async fn controllers_reconcile_against_a_real_master() {
             let patch = json!({"status": {"podIP": ip, "conditions": [
                 {"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
             let reply = api
-                .patch(&format!("{NS}/pods/{name}/status"), "application/merge-patch+json", &patch.to_string())
+                .patch(
+                    &format!("{NS}/pods/{name}/status"),
+                    "application/merge-patch+json",
+                    &patch.to_string(),
+                )
                 .await;
             assert_eq!(reply.code, 200, "{}", reply.text);
         }
@@ -157,7 +176,10 @@ async fn controllers_reconcile_against_a_real_master() {
             .then(|| e["subsets"].clone())
     })
     .await;
-    assert_eq!(subsets[0]["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+    assert_eq!(
+        subsets[0]["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+    );
     assert_eq!(subsets[0]["addresses"][0]["targetRef"]["name"], "p1");
     set_status("p2", "10.1.0.2", true).await;
     eventually("both pods ready", || async {
@@ -166,10 +188,22 @@ async fn controllers_reconcile_against_a_real_master() {
     })
     .await;
     let reselect = r#"{"spec": {"selector": {"app": "nothing"}}}"#;
-    assert_eq!(api.patch(&format!("{NS}/services/web"), "application/merge-patch+json", reselect).await.code, 200);
+    assert_eq!(
+        api.patch(
+            &format!("{NS}/services/web"),
+            "application/merge-patch+json",
+            reselect
+        )
+        .await
+        .code,
+        200
+    );
     eventually("no addresses once the selector matches nothing", || async {
         let e = api.get(&endpoints).await.body;
-        e["subsets"].as_array().is_some_and(Vec::is_empty).then_some(Value::Null)
+        e["subsets"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(Value::Null)
     })
     .await;
     assert_eq!(api.delete(&format!("{NS}/services/web")).await.code, 200);
@@ -179,49 +213,103 @@ async fn controllers_reconcile_against_a_real_master() {
     eprintln!("phase 3: background");
     let owner_path = format!("{NS}/configmaps/owner");
     let uid = new_owner(&api).await;
-    assert_eq!(api.post(&format!("{NS}/configmaps"), &owned("ConfigMap", "dep-cm", &uid, false)).await.code, 201);
-    assert_eq!(api.post(&format!("{NS}/pods"), &owned("Pod", "dep-pod", &uid, false)).await.code, 201);
+    assert_eq!(
+        api.post(
+            &format!("{NS}/configmaps"),
+            &owned("ConfigMap", "dep-cm", &uid, false)
+        )
+        .await
+        .code,
+        201
+    );
+    assert_eq!(
+        api.post(&format!("{NS}/pods"), &owned("Pod", "dep-pod", &uid, false))
+            .await
+            .code,
+        201
+    );
     let reply = delete_with(&api, &owner_path, "Background").await;
     assert_eq!(reply.code, 200, "{}", reply.text);
-    assert_eq!(api.get(&owner_path).await.code, 404, "a Background delete is immediate");
+    assert_eq!(
+        api.get(&owner_path).await.code,
+        404,
+        "a Background delete is immediate"
+    );
     gone(&api, &format!("{NS}/configmaps/dep-cm")).await;
     gone(&api, &format!("{NS}/pods/dep-pod")).await;
 
     eprintln!("phase 3: orphan");
     let uid = new_owner(&api).await;
-    assert_eq!(api.post(&format!("{NS}/configmaps"), &owned("ConfigMap", "dep-cm", &uid, true)).await.code, 201);
+    assert_eq!(
+        api.post(
+            &format!("{NS}/configmaps"),
+            &owned("ConfigMap", "dep-cm", &uid, true)
+        )
+        .await
+        .code,
+        201
+    );
     let reply = delete_with(&api, &owner_path, "Orphan").await;
     assert_eq!(reply.code, 200, "{}", reply.text);
-    assert_eq!(reply.body["metadata"]["finalizers"], json!(["orphan"]), "{}", reply.text);
+    assert_eq!(
+        reply.body["metadata"]["finalizers"],
+        json!(["orphan"]),
+        "{}",
+        reply.text
+    );
     gone(&api, &owner_path).await;
     let orphan = api.get(&format!("{NS}/configmaps/dep-cm")).await;
     assert_eq!(orphan.code, 200, "the orphan stays");
     assert!(
-        orphan.body["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty),
+        orphan.body["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
         "{}",
         orphan.text
     );
-    assert_eq!(api.delete(&format!("{NS}/configmaps/dep-cm")).await.code, 200);
+    assert_eq!(
+        api.delete(&format!("{NS}/configmaps/dep-cm")).await.code,
+        200
+    );
 
     eprintln!("phase 3: foreground");
     let uid = new_owner(&api).await;
     let mut held = owned("ConfigMap", "dep-held", &uid, true);
     held["metadata"]["finalizers"] = json!(["test.keelson.io/hold"]);
     assert_eq!(api.post(&format!("{NS}/configmaps"), &held).await.code, 201);
-    assert_eq!(api.post(&format!("{NS}/pods"), &owned("Pod", "dep-pod", &uid, false)).await.code, 201);
+    assert_eq!(
+        api.post(&format!("{NS}/pods"), &owned("Pod", "dep-pod", &uid, false))
+            .await
+            .code,
+        201
+    );
     let reply = delete_with(&api, &owner_path, "Foreground").await;
     assert_eq!(reply.code, 200, "{}", reply.text);
-    assert_eq!(reply.body["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    assert_eq!(
+        reply.body["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
     assert!(reply.body["metadata"]["deletionTimestamp"].is_string());
     gone(&api, &format!("{NS}/pods/dep-pod")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let waiting = api.get(&owner_path).await;
-    assert_eq!(waiting.code, 200, "the owner waits for its blocking dependent");
+    assert_eq!(
+        waiting.code, 200,
+        "the owner waits for its blocking dependent"
+    );
     let dependent = api.get(&format!("{NS}/configmaps/dep-held")).await;
-    assert!(dependent.body["metadata"]["deletionTimestamp"].is_string(), "{}", dependent.text);
+    assert!(
+        dependent.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        dependent.text
+    );
     let release = r#"{"metadata": {"finalizers": null}}"#;
     let released = api
-        .patch(&format!("{NS}/configmaps/dep-held"), "application/merge-patch+json", release)
+        .patch(
+            &format!("{NS}/configmaps/dep-held"),
+            "application/merge-patch+json",
+            release,
+        )
         .await;
     assert_eq!(released.code, 200, "{}", released.text);
     gone(&api, &format!("{NS}/configmaps/dep-held")).await;
@@ -229,12 +317,26 @@ async fn controllers_reconcile_against_a_real_master() {
 
     // Phase 4: deleting the namespace removes its objects, then the namespace.
     eprintln!("phase 4: namespace deletion");
-    assert_eq!(api.post(&format!("{NS}/configmaps"), &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "left"}})).await.code, 201);
+    assert_eq!(
+        api.post(
+            &format!("{NS}/configmaps"),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "left"}})
+        )
+        .await
+        .code,
+        201
+    );
     let reply = api.delete("/api/v1/namespaces/apps").await;
     assert_eq!(reply.code, 200, "{}", reply.text);
     assert_eq!(reply.body["status"]["phase"], "Terminating");
     gone(&api, "/api/v1/namespaces/apps").await;
-    for collection in ["configmaps", "pods", "secrets", "serviceaccounts", "endpoints"] {
+    for collection in [
+        "configmaps",
+        "pods",
+        "secrets",
+        "serviceaccounts",
+        "endpoints",
+    ] {
         let list = api.get(&format!("{NS}/{collection}")).await;
         assert_eq!(list.body["items"], json!([]), "{collection}: {}", list.text);
     }

@@ -184,7 +184,10 @@ mod tests {
             Some("default")
         );
         index.put(&secret(SA_TOKEN_TYPE, "def"));
-        assert!(index.lookup("abc").is_none(), "a changed token replaces the old");
+        assert!(
+            index.lookup("abc").is_none(),
+            "a changed token replaces the old"
+        );
         index.remove("ns/s");
         assert!(index.lookup("def").is_none());
     }

@@ -237,8 +237,7 @@ impl CloudProvider for LocalCloud {
                 "no kernel route needed (node on this host, or not root); recorded"
             );
         }
-        self.routes()
-            .insert(node_name.to_string(), wanted.clone());
+        self.routes().insert(node_name.to_string(), wanted.clone());
         Ok(wanted)
     }
 
@@ -487,7 +486,8 @@ pub(crate) async fn run_service_controller(
                     service.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
                 let ip = match node_ports(&service) {
                     Some(ports) if is_lb => {
-                        let ips: Vec<String> = nodes.list().iter().filter_map(|n| node_ip(n)).collect();
+                        let ips: Vec<String> =
+                            nodes.list().iter().filter_map(|n| node_ip(n)).collect();
                         Some(ctx.cloud.ensure_load_balancer(&service, &ips, &ports)?)
                     }
                     _ => None,
@@ -538,7 +538,11 @@ mod tests {
             (Some(7), true, false, false),
         ];
         for (pid, local, alive, want) in cases {
-            assert_eq!(local_instance_exists(pid, local, |_| alive), want, "{pid:?} {local} {alive}");
+            assert_eq!(
+                local_instance_exists(pid, local, |_| alive),
+                want,
+                "{pid:?} {local} {alive}"
+            );
         }
     }
 
@@ -569,11 +573,30 @@ mod tests {
             s
         };
         let cases = [
-            ("lb without node ports", svc("LoadBalancer", None, None), None, None),
-            ("lb gets ip", svc("LoadBalancer", Some(30080), None), Some("10.0.0.1"),
-                Some(json!({"ingress": [{"ip": "10.0.0.1"}]}))),
-            ("lb has ip", svc("LoadBalancer", Some(30080), Some("10.0.0.1")), Some("10.0.0.1"), None),
-            ("type changed", svc("ClusterIP", None, Some("10.0.0.1")), None, Some(json!({}))),
+            (
+                "lb without node ports",
+                svc("LoadBalancer", None, None),
+                None,
+                None,
+            ),
+            (
+                "lb gets ip",
+                svc("LoadBalancer", Some(30080), None),
+                Some("10.0.0.1"),
+                Some(json!({"ingress": [{"ip": "10.0.0.1"}]})),
+            ),
+            (
+                "lb has ip",
+                svc("LoadBalancer", Some(30080), Some("10.0.0.1")),
+                Some("10.0.0.1"),
+                None,
+            ),
+            (
+                "type changed",
+                svc("ClusterIP", None, Some("10.0.0.1")),
+                None,
+                Some(json!({})),
+            ),
             ("never lb", svc("ClusterIP", None, None), None, None),
         ];
         for (name, service, ip, want) in cases {

@@ -211,18 +211,13 @@ pub(crate) fn plan(
             "subsets": subsets,
         })),
         Some(current) => {
-            let have = current
-                .get("subsets")
-                .cloned()
-                .unwrap_or_else(|| json!([]));
+            let have = current.get("subsets").cloned().unwrap_or_else(|| json!([]));
             if have == Value::Array(subsets.clone()) && managed {
                 return EndpointsAction::Nothing;
             }
             let mut updated = current.clone();
             if let Ok(metadata) = object::metadata_mut(&mut updated) {
-                let labels = metadata
-                    .entry("labels")
-                    .or_insert_with(|| json!({}));
+                let labels = metadata.entry("labels").or_insert_with(|| json!({}));
                 if let Some(labels) = labels.as_object_mut() {
                     labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY));
                 }
@@ -266,11 +261,7 @@ async fn reconcile(ctx: &ControllerContext, kinds: &Kinds, key: &str) -> anyhow:
     ) {
         EndpointsAction::Nothing => return Ok(Requeue::Done),
         EndpointsAction::Create(e) => ctx.client.create(resource, Some(namespace), &e).await,
-        EndpointsAction::Update(e) => {
-            ctx.client
-                .update(resource, Some(namespace), name, &e)
-                .await
-        }
+        EndpointsAction::Update(e) => ctx.client.update(resource, Some(namespace), name, &e).await,
         EndpointsAction::Delete => {
             let options = DeleteOptions {
                 precondition_uid: current.as_deref().and_then(object::uid).map(str::to_string),
@@ -303,9 +294,8 @@ fn services_of_namespace(services: &Informer, pod: &Value) -> Vec<String> {
 
 /// Keeps the Endpoints of every Service with a selector.
 pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow::Result<()> {
-    let find = |p| {
-        resources::find("", "v1", p).ok_or_else(|| anyhow::anyhow!("{p} are not registered"))
-    };
+    let find =
+        |p| resources::find("", "v1", p).ok_or_else(|| anyhow::anyhow!("{p} are not registered"));
     let kinds = std::sync::Arc::new(Kinds {
         services: ctx.informers.of(find("services")?),
         pods: ctx.informers.of(find("pods")?),
@@ -399,33 +389,54 @@ mod tests {
 
     #[test]
     fn subsets_follow_the_selector_readiness_and_ports() {
-        let by_number = service(json!({"app": "web"}), json!([{"port": 80, "targetPort": 8080}]));
-        let by_name = service(json!({"app": "web"}), json!([{"name": "http", "port": 80, "targetPort": "web"}]));
+        let by_number = service(
+            json!({"app": "web"}),
+            json!([{"port": 80, "targetPort": 8080}]),
+        );
+        let by_name = service(
+            json!({"app": "web"}),
+            json!([{"name": "http", "port": 80, "targetPort": "web"}]),
+        );
         let mut deleting = pod("d", Some("10.0.0.9"), true, "web", 8080);
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         let mut other = pod("o", Some("10.0.0.8"), true, "web", 8080);
         other["metadata"]["labels"] = json!({"app": "db"});
         let cases: Vec<(&str, &Value, Vec<Value>, Value)> = vec![
             ("no pods", &by_number, vec![], json!([])),
-            ("ready and not", &by_number,
-                vec![pod("b", Some("10.0.0.2"), false, "web", 8080), pod("a", Some("10.0.0.1"), true, "web", 8080)],
+            (
+                "ready and not",
+                &by_number,
+                vec![
+                    pod("b", Some("10.0.0.2"), false, "web", 8080),
+                    pod("a", Some("10.0.0.1"), true, "web", 8080),
+                ],
                 json!([{
                     "addresses": [{"ip": "10.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "a", "namespace": "ns", "uid": "u-a"}}],
                     "notReadyAddresses": [{"ip": "10.0.0.2", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "b", "namespace": "ns", "uid": "u-b"}}],
                     "ports": [{"port": 8080, "protocol": "TCP"}],
-                }])),
-            ("no IP, deleting, not selected", &by_number,
+                }]),
+            ),
+            (
+                "no IP, deleting, not selected",
+                &by_number,
                 vec![pod("n", None, true, "web", 8080), deleting, other],
-                json!([])),
-            ("named ports group pods", &by_name,
-                vec![pod("a", Some("10.0.0.1"), true, "web", 8080), pod("b", Some("10.0.0.2"), true, "web", 9090),
-                     pod("c", Some("10.0.0.3"), true, "other", 1)],
+                json!([]),
+            ),
+            (
+                "named ports group pods",
+                &by_name,
+                vec![
+                    pod("a", Some("10.0.0.1"), true, "web", 8080),
+                    pod("b", Some("10.0.0.2"), true, "web", 9090),
+                    pod("c", Some("10.0.0.3"), true, "other", 1),
+                ],
                 json!([
                     {"addresses": [{"ip": "10.0.0.1", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "a", "namespace": "ns", "uid": "u-a"}}],
                      "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
                     {"addresses": [{"ip": "10.0.0.2", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "b", "namespace": "ns", "uid": "u-b"}}],
                      "ports": [{"name": "http", "port": 9090, "protocol": "TCP"}]},
-                ])),
+                ]),
+            ),
         ];
         for (name, svc, pods, want) in cases {
             assert_eq!(Value::Array(desired_subsets(svc, &pods)), want, "{name}");
@@ -438,13 +449,32 @@ mod tests {
         let headless = service(json!({}), json!([{"port": 80}]));
         let managed = json!({"metadata": {"name": "web", "namespace": "ns",
             "labels": {MANAGED_BY_LABEL: MANAGED_BY}}, "subsets": []});
-        let foreign = json!({"metadata": {"name": "web", "namespace": "ns"}, "subsets": [{"x": 1}]});
+        let foreign =
+            json!({"metadata": {"name": "web", "namespace": "ns"}, "subsets": [{"x": 1}]});
         let pods = vec![pod("a", Some("10.0.0.1"), true, "web", 80)];
-        assert!(matches!(plan("ns", "web", Some(&svc), None, &[]), EndpointsAction::Create(_)));
-        assert_eq!(plan("ns", "web", Some(&svc), Some(&managed), &[]), EndpointsAction::Nothing);
-        assert!(matches!(plan("ns", "web", Some(&svc), Some(&managed), &pods), EndpointsAction::Update(_)));
-        assert_eq!(plan("ns", "web", Some(&headless), Some(&foreign), &pods), EndpointsAction::Nothing);
-        assert_eq!(plan("ns", "web", None, Some(&managed), &[]), EndpointsAction::Delete);
-        assert_eq!(plan("ns", "web", None, Some(&foreign), &[]), EndpointsAction::Nothing);
+        assert!(matches!(
+            plan("ns", "web", Some(&svc), None, &[]),
+            EndpointsAction::Create(_)
+        ));
+        assert_eq!(
+            plan("ns", "web", Some(&svc), Some(&managed), &[]),
+            EndpointsAction::Nothing
+        );
+        assert!(matches!(
+            plan("ns", "web", Some(&svc), Some(&managed), &pods),
+            EndpointsAction::Update(_)
+        ));
+        assert_eq!(
+            plan("ns", "web", Some(&headless), Some(&foreign), &pods),
+            EndpointsAction::Nothing
+        );
+        assert_eq!(
+            plan("ns", "web", None, Some(&managed), &[]),
+            EndpointsAction::Delete
+        );
+        assert_eq!(
+            plan("ns", "web", None, Some(&foreign), &[]),
+            EndpointsAction::Nothing
+        );
     }
 }

@@ -225,7 +225,9 @@ impl Graph {
             .filter(|o| {
                 !object::owner_references(o).is_empty()
                     || (object::deletion_timestamp(o).is_some()
-                        && object::finalizers(o).iter().any(|f| f == ORPHAN || f == FOREGROUND))
+                        && object::finalizers(o)
+                            .iter()
+                            .any(|f| f == ORPHAN || f == FOREGROUND))
             })
             .map(|o| (plural, key_of(o)))
             .collect()
@@ -364,7 +366,11 @@ async fn reconcile(
                 return Ok(Requeue::After(FOREGROUND_POLL));
             }
             remove_finalizer(ctx, resource, &obj, FOREGROUND).await?;
-            tracing::info!(object = key, kind = resource.kind, "foreground deletion done");
+            tracing::info!(
+                object = key,
+                kind = resource.kind,
+                "foreground deletion done"
+            );
             return Ok(Requeue::Done);
         }
     }
@@ -415,12 +421,15 @@ async fn reconcile(
 /// Follows the owner graph of the followed kinds and collects garbage.
 pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow::Result<()> {
     let graph = Graph::new(&ctx.informers);
-    let queue: WorkQueue<(&'static str, String)> = WorkQueue::new("garbage-collector", QUEUE_KEYS_MAX);
+    let queue: WorkQueue<(&'static str, String)> =
+        WorkQueue::new("garbage-collector", QUEUE_KEYS_MAX);
     let mut feeders = Vec::new();
     for (resource, informer) in &graph.kinds {
         let plural = resource.plural;
         let g = graph.clone();
-        feeders.push(feed(informer, &queue, move |change| g.keys_of(plural, change)));
+        feeders.push(feed(informer, &queue, move |change| {
+            g.keys_of(plural, change)
+        }));
     }
     for (_, informer) in &graph.kinds {
         tokio::select! {
@@ -477,16 +486,35 @@ mod tests {
         let d = obj("d", false, &[], &[("a", false), ("b", false)]);
         let cases: Vec<(&str, Vec<(String, OwnerState)>, DependentAction)> = vec![
             ("no owners", vec![], DependentAction::Keep),
-            ("all present", vec![("a".into(), Present), ("b".into(), Present)], DependentAction::Keep),
-            ("all gone", vec![("a".into(), Absent), ("b".into(), Absent)], DependentAction::Delete),
-            ("one gone", vec![("a".into(), Absent), ("b".into(), Present)], DependentAction::RemoveOwners(vec!["a".into()])),
-            ("unknown", vec![("a".into(), Absent), ("b".into(), Unknown)], DependentAction::Retry),
+            (
+                "all present",
+                vec![("a".into(), Present), ("b".into(), Present)],
+                DependentAction::Keep,
+            ),
+            (
+                "all gone",
+                vec![("a".into(), Absent), ("b".into(), Absent)],
+                DependentAction::Delete,
+            ),
+            (
+                "one gone",
+                vec![("a".into(), Absent), ("b".into(), Present)],
+                DependentAction::RemoveOwners(vec!["a".into()]),
+            ),
+            (
+                "unknown",
+                vec![("a".into(), Absent), ("b".into(), Unknown)],
+                DependentAction::Retry,
+            ),
         ];
         for (name, owners, want) in cases {
             assert_eq!(plan_dependent(&d, &owners), want, "{name}");
         }
         let deleting = obj("d", true, &[], &[("a", false)]);
-        assert_eq!(plan_dependent(&deleting, &[("a".into(), Absent)]), DependentAction::Keep);
+        assert_eq!(
+            plan_dependent(&deleting, &[("a".into(), Absent)]),
+            DependentAction::Keep
+        );
     }
 
     #[test]
@@ -495,16 +523,51 @@ mod tests {
         let blocking = obj("blocking", false, &[], &[("uid-o", true)]);
         let going = obj("going", true, &[], &[("uid-o", true)]);
         let cases = [
-            ("live owner", obj("o", false, &[], &[]), vec![free.clone()], OwnerAction::Nothing),
-            ("plain delete", obj("o", true, &["x"], &[]), vec![free.clone()], OwnerAction::Nothing),
-            ("orphan", obj("o", true, &["orphan"], &[]), vec![free.clone()],
-                OwnerAction::Orphan(vec!["ns/free".into()])),
-            ("foreground, none blocking", obj("o", true, &["foregroundDeletion"], &[]), vec![free.clone()],
-                OwnerAction::Foreground { delete: vec!["ns/free".into()], wait: false }),
-            ("foreground, blocking", obj("o", true, &["foregroundDeletion"], &[]), vec![blocking, going],
-                OwnerAction::Foreground { delete: vec!["ns/blocking".into()], wait: true }),
-            ("foreground, done", obj("o", true, &["foregroundDeletion"], &[]), vec![],
-                OwnerAction::Foreground { delete: vec![], wait: false }),
+            (
+                "live owner",
+                obj("o", false, &[], &[]),
+                vec![free.clone()],
+                OwnerAction::Nothing,
+            ),
+            (
+                "plain delete",
+                obj("o", true, &["x"], &[]),
+                vec![free.clone()],
+                OwnerAction::Nothing,
+            ),
+            (
+                "orphan",
+                obj("o", true, &["orphan"], &[]),
+                vec![free.clone()],
+                OwnerAction::Orphan(vec!["ns/free".into()]),
+            ),
+            (
+                "foreground, none blocking",
+                obj("o", true, &["foregroundDeletion"], &[]),
+                vec![free.clone()],
+                OwnerAction::Foreground {
+                    delete: vec!["ns/free".into()],
+                    wait: false,
+                },
+            ),
+            (
+                "foreground, blocking",
+                obj("o", true, &["foregroundDeletion"], &[]),
+                vec![blocking, going],
+                OwnerAction::Foreground {
+                    delete: vec!["ns/blocking".into()],
+                    wait: true,
+                },
+            ),
+            (
+                "foreground, done",
+                obj("o", true, &["foregroundDeletion"], &[]),
+                vec![],
+                OwnerAction::Foreground {
+                    delete: vec![],
+                    wait: false,
+                },
+            ),
         ];
         for (name, owner, dependents, want) in cases {
             assert_eq!(plan_owner(&owner, &dependents), want, "{name}");

@@ -123,7 +123,11 @@ async fn delete_content(ctx: &ControllerContext, namespace: &str) -> Result<usiz
 async fn count_content(ctx: &ControllerContext, namespace: &str) -> Result<usize, StatusError> {
     let mut remaining = 0;
     for resource in namespaced_resources() {
-        remaining += ctx.client.list(resource, Some(namespace), None).await?.len();
+        remaining += ctx
+            .client
+            .list(resource, Some(namespace), None)
+            .await?
+            .len();
     }
     Ok(remaining)
 }
@@ -144,10 +148,7 @@ async fn reconcile(
         NamespaceAction::SetTerminating => {
             let mut updated = namespace.clone();
             if let Some(map) = updated.as_object_mut() {
-                map.insert(
-                    "status".into(),
-                    serde_json::json!({"phase": "Terminating"}),
-                );
+                map.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
             }
             ctx.client
                 .update_status(resource, None, name, &updated)
@@ -245,12 +246,42 @@ mod tests {
     #[test]
     fn decides_each_step_of_a_namespace_deletion() {
         let cases = [
-            ("live", ns(false, "Active", &["kubernetes"]), None, NamespaceAction::Nothing),
-            ("marked", ns(true, "Active", &["kubernetes"]), None, NamespaceAction::SetTerminating),
-            ("has content", ns(true, "Terminating", &["kubernetes"]), Some(3), NamespaceAction::DeleteContent),
-            ("not counted", ns(true, "Terminating", &["kubernetes"]), None, NamespaceAction::DeleteContent),
-            ("empty", ns(true, "Terminating", &["kubernetes"]), Some(0), NamespaceAction::Finalize),
-            ("finalized", ns(true, "Terminating", &[]), Some(0), NamespaceAction::Nothing),
+            (
+                "live",
+                ns(false, "Active", &["kubernetes"]),
+                None,
+                NamespaceAction::Nothing,
+            ),
+            (
+                "marked",
+                ns(true, "Active", &["kubernetes"]),
+                None,
+                NamespaceAction::SetTerminating,
+            ),
+            (
+                "has content",
+                ns(true, "Terminating", &["kubernetes"]),
+                Some(3),
+                NamespaceAction::DeleteContent,
+            ),
+            (
+                "not counted",
+                ns(true, "Terminating", &["kubernetes"]),
+                None,
+                NamespaceAction::DeleteContent,
+            ),
+            (
+                "empty",
+                ns(true, "Terminating", &["kubernetes"]),
+                Some(0),
+                NamespaceAction::Finalize,
+            ),
+            (
+                "finalized",
+                ns(true, "Terminating", &[]),
+                Some(0),
+                NamespaceAction::Nothing,
+            ),
         ];
         for (name, namespace, remaining, want) in cases {
             assert_eq!(decide(&namespace, remaining), want, "{name}");

@@ -221,7 +221,9 @@ async fn reconcile(ctx: &ControllerContext, kinds: &Kinds, key: Key) -> anyhow::
             let (Some(namespace), name) = split_key(&key) else {
                 return Ok(Requeue::Done);
             };
-            let Some(account_name) = object::annotations(&secret).get(SA_NAME_ANNOTATION).cloned()
+            let Some(account_name) = object::annotations(&secret)
+                .get(SA_NAME_ANNOTATION)
+                .cloned()
             else {
                 return Ok(Requeue::Done);
             };
@@ -275,9 +277,8 @@ fn account_of_secret(secret: &Value) -> Vec<Key> {
 
 /// Keeps `default` ServiceAccounts and token Secrets.
 pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow::Result<()> {
-    let find = |p| {
-        resources::find("", "v1", p).ok_or_else(|| anyhow::anyhow!("{p} are not registered"))
-    };
+    let find =
+        |p| resources::find("", "v1", p).ok_or_else(|| anyhow::anyhow!("{p} are not registered"));
     let kinds = std::sync::Arc::new(Kinds {
         namespaces: ctx.informers.of(find("namespaces")?),
         accounts: ctx.informers.of(find("serviceaccounts")?),
@@ -289,7 +290,12 @@ pub(crate) async fn run(ctx: ControllerContext, mut stop: StopSignal) -> anyhow:
     let all_keys = {
         let kinds = kinds.clone();
         move || {
-            let mut keys: Vec<Key> = kinds.namespaces.keys().into_iter().map(Key::Namespace).collect();
+            let mut keys: Vec<Key> = kinds
+                .namespaces
+                .keys()
+                .into_iter()
+                .map(Key::Namespace)
+                .collect();
             keys.extend(kinds.accounts.keys().into_iter().map(Key::ServiceAccount));
             keys.extend(
                 kinds
@@ -385,7 +391,11 @@ mod tests {
         let active = json!({"metadata": {"name": "a"}, "status": {"phase": "Active"}});
         let mut deleting = active.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        let cases = [(&active, false, true), (&active, true, false), (&deleting, false, false)];
+        let cases = [
+            (&active, false, true),
+            (&active, true, false),
+            (&deleting, false, false),
+        ];
         for (ns, exists, want) in cases {
             assert_eq!(needs_default(ns, exists), want);
         }
@@ -396,12 +406,30 @@ mod tests {
         let other = json!({"metadata": {"name": "creds", "namespace": "ns"}, "type": "Opaque"});
         let cases: Vec<(&str, Value, Vec<Value>, AccountAction)> = vec![
             ("no token", account(&[]), vec![], AccountAction::CreateToken),
-            ("token of a former account", account(&[]), vec![token("t1", "old-uid")], AccountAction::CreateToken),
-            ("unlisted token", account(&[]), vec![token("t1", "sa-uid")],
-                AccountAction::SetSecrets(vec!["t1".into()])),
-            ("listed", account(&["t1"]), vec![token("t1", "sa-uid")], AccountAction::Nothing),
-            ("deleted token replaced", account(&["t0", "creds"]), vec![token("t1", "sa-uid"), other],
-                AccountAction::SetSecrets(vec!["creds".into(), "t1".into()])),
+            (
+                "token of a former account",
+                account(&[]),
+                vec![token("t1", "old-uid")],
+                AccountAction::CreateToken,
+            ),
+            (
+                "unlisted token",
+                account(&[]),
+                vec![token("t1", "sa-uid")],
+                AccountAction::SetSecrets(vec!["t1".into()]),
+            ),
+            (
+                "listed",
+                account(&["t1"]),
+                vec![token("t1", "sa-uid")],
+                AccountAction::Nothing,
+            ),
+            (
+                "deleted token replaced",
+                account(&["t0", "creds"]),
+                vec![token("t1", "sa-uid"), other],
+                AccountAction::SetSecrets(vec!["creds".into(), "t1".into()]),
+            ),
         ];
         for (name, sa, secrets, want) in cases {
             assert_eq!(plan_account(&sa, &secrets), want, "{name}");
@@ -412,7 +440,10 @@ mod tests {
     fn token_secrets_carry_token_ca_and_namespace() {
         let secret = token_secret(&account(&[]), "tok", "abcde", "PEM");
         assert_eq!(secret["metadata"]["name"], "default-token-abcde");
-        assert_eq!(secret["metadata"]["annotations"][SA_UID_ANNOTATION], "sa-uid");
+        assert_eq!(
+            secret["metadata"]["annotations"][SA_UID_ANNOTATION],
+            "sa-uid"
+        );
         let decode = |k: &str| {
             String::from_utf8(
                 base64::engine::general_purpose::STANDARD
