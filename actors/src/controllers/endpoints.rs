@@ -85,6 +85,9 @@ fn address(pod: &Value, ip: &str) -> Value {
     address
 }
 
+/// One subset being built: its ports, ready and not-ready addresses.
+type Group = (Vec<Value>, Vec<Value>, Vec<Value>);
+
 /// The pure core: the subsets of `service`'s Endpoints given the pods of its namespace.
 pub(crate) fn desired_subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
     let Some(selector) = selector_of(service) else {
@@ -100,7 +103,7 @@ pub(crate) fn desired_subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
         .cloned()
         .unwrap_or_default();
     // Port set (as JSON text, sorted) → (ports, ready addresses, not-ready addresses).
-    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for pod in pods {
         if object::deletion_timestamp(pod).is_some() || !selector.matches(&object::labels(pod)) {
             continue;

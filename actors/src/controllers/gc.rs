@@ -484,7 +484,8 @@ mod tests {
     fn dependents_go_only_when_every_owner_is_confirmed_gone() {
         use OwnerState::*;
         let d = obj("d", false, &[], &[("a", false), ("b", false)]);
-        let cases: Vec<(&str, Vec<(String, OwnerState)>, DependentAction)> = vec![
+        type Case = (&'static str, Vec<(String, OwnerState)>, DependentAction);
+        let cases: Vec<Case> = vec![
             ("no owners", vec![], DependentAction::Keep),
             (
                 "all present",
