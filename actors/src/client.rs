@@ -113,6 +113,11 @@ impl ApiClient {
         self.state.storage.store()
     }
 
+    /// The cluster CA's certificate (PEM).
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.state.ca_cert_pem
+    }
+
     /// This master's name.
     pub fn master_name(&self) -> &str {
         &self.state.name

@@ -240,7 +240,7 @@ async fn begin_term(
         informers,
         events,
         config: config.clone(),
-        cloud: Arc::new(LocalCloud),
+        cloud: Arc::new(LocalCloud::default()),
     };
     let children: Vec<ChildSpec> = CHILDREN
         .iter()

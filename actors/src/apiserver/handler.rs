@@ -80,7 +80,12 @@ fn describe(req: &ApiRequest, route: &Route) -> (&'static str, String) {
     (verb, resource)
 }
 
-/// Health and version answer anyone; everything else needs the bearer token.
+/// Health and version answer anyone; everything else needs a bearer token: the admin token
+/// (checked first), or a service-account token held by a Secret of type
+/// `kubernetes.io/service-account-token` that exists now (a deleted Secret's token gets 401).
+///
+/// There is no RBAC yet: a valid service-account token has the same full access as the admin
+/// token.
 fn authorize(state: &ApiState, req: &ApiRequest, route: &Route) -> Result<(), StatusError> {
     if matches!(
         route,
@@ -97,6 +102,7 @@ fn authorize(state: &ApiState, req: &ApiRequest, route: &Route) -> Result<(), St
         .map(str::trim);
     match token {
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => Ok(()),
+        Some(token) if state.sa_tokens.lookup(token).is_some() => Ok(()),
         Some(_) => Err(StatusError::unauthorized(
             "the bearer token is not valid for this cluster".to_string(),
         )),

@@ -15,6 +15,7 @@ mod request;
 mod route;
 mod storage;
 mod subresources;
+mod tokens;
 mod watch;
 
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use hyper_util::server::conn::auto;
 use keelson_api::status::StatusError;
 use keelson_raft::Store;
 use tokio::net::TcpListener;
-use tokio::sync::{watch as signal, Notify, Semaphore};
+use tokio::sync::{watch as signal, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
@@ -41,6 +42,7 @@ use storage::Storage;
 
 pub(crate) use list::LIST_ITEMS_MAX as LIST_PAGE_ITEMS_MAX;
 pub(crate) use storage::collection_prefix;
+pub(crate) use tokens::{SA_NAME_ANNOTATION, SA_TOKEN_TYPE, SA_UID_ANNOTATION};
 
 /// Decodes a stored object and sets its resourceVersion.
 pub(crate) fn decode_stored(kv: &keelson_raft::KeyValue) -> Result<serde_json::Value, StatusError> {
@@ -104,8 +106,10 @@ pub(crate) struct ApiState {
     pub(crate) storage: Storage,
     pub(crate) admin_token: Arc<String>,
     pub(crate) watches: Arc<AtomicI64>,
-    /// Wakes the namespace finalizer when a namespace is marked for deletion.
-    pub(crate) namespaces_changed: Arc<Notify>,
+    /// The cluster CA's certificate (PEM), for service-account token Secrets.
+    pub(crate) ca_cert_pem: Arc<String>,
+    /// Service-account tokens this master accepts, from its own watch of Secrets.
+    pub(crate) sa_tokens: tokens::TokenIndex,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) name: Arc<String>,
     pub(crate) api_url: Arc<String>,
@@ -276,17 +280,19 @@ impl ApiServer {
         )?;
         write_private(&config.data_dir.join("ca.crt"), &ca.cert_pem)?;
 
+        let (stop, stopped) = signal::channel(false);
+        let sa_tokens = tokens::TokenIndex::start(storage.store().clone(), stopped.clone());
         let state = ApiState {
             storage,
             admin_token: Arc::new(admin_token),
             watches: Arc::new(AtomicI64::new(0)),
-            namespaces_changed: Arc::new(Notify::new()),
+            ca_cert_pem: Arc::new(ca.cert_pem.clone()),
+            sa_tokens: sa_tokens.clone(),
             metrics: metrics::recorder(),
             name: Arc::new(config.name.clone()),
             api_url: Arc::new(api_url),
             forward_client: forward::client(&ca.cert_pem),
         };
-        let (stop, stopped) = signal::channel(false);
         let tasks = vec![
             tokio::spawn(accept_loop(
                 listener,

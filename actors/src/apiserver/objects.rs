@@ -467,6 +467,7 @@ async fn write_update(
     if object::deletion_timestamp(&new).is_some()
         && object::finalizers(&new).is_empty()
         && !is_graceful_pod(resource, &new)
+        && (resource.kind != "Namespace" || namespace_finalized(&new))
     {
         return match state.storage.delete(&key, current.revision).await? {
             Ok(_) => Ok(Ok(new)),
@@ -478,6 +479,14 @@ async fn write_update(
         .update(&key, current.revision, &new)
         .await?
         .map(|stored| stored.object))
+}
+
+/// Whether a namespace's `spec.finalizers` is empty (the namespace controller is done).
+fn namespace_finalized(obj: &Value) -> bool {
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+        && object::finalizers(obj).is_empty()
 }
 
 /// A pod marked for graceful deletion stays until its kubelet (or a delete with grace 0)
@@ -679,6 +688,9 @@ fn apply_status(error: patch::ApplyError) -> StatusError {
 #[derive(Debug, Default)]
 struct DeleteOptions {
     grace_period_seconds: Option<i64>,
+    /// The finalizer the garbage collector acts on (`orphan`, `foregroundDeletion`), from
+    /// propagationPolicy or orphanDependents; `None` for Background (the default).
+    gc_finalizer: Option<&'static str>,
     precondition_uid: Option<String>,
     precondition_resource_version: Option<String>,
 }
@@ -696,8 +708,11 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions, StatusError> {
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            options.gc_finalizer = Some(ORPHAN_FINALIZER);
+        }
         if let Some(policy) = body.get("propagationPolicy").and_then(Value::as_str) {
-            check_propagation(policy)?;
+            options.gc_finalizer = check_propagation(policy)?;
         }
     }
     if let Some(grace) = req.param("gracePeriodSeconds") {
@@ -705,15 +720,29 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions, StatusError> {
             StatusError::bad_request(format!("gracePeriodSeconds {grace:?} is not a number"))
         })?);
     }
+    if req.param("orphanDependents") == Some("true") {
+        options.gc_finalizer = Some(ORPHAN_FINALIZER);
+    }
     if let Some(policy) = req.param("propagationPolicy") {
-        check_propagation(policy)?;
+        options.gc_finalizer = check_propagation(policy)?;
     }
     Ok(options)
 }
 
-fn check_propagation(policy: &str) -> Result<(), StatusError> {
+/// The finalizer of an Orphan delete: the garbage collector removes the object's
+/// ownerReferences from its dependents, then this finalizer.
+pub(crate) const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer of a Foreground delete: the garbage collector deletes the dependents (the
+/// blocking ones first), then this finalizer.
+pub(crate) const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// The garbage-collector finalizer a propagation policy asks for (Background: none, the
+/// object goes at once and the collector deletes its dependents afterwards).
+fn check_propagation(policy: &str) -> Result<Option<&'static str>, StatusError> {
     match policy {
-        "Orphan" | "Background" | "Foreground" => Ok(()),
+        "Orphan" => Ok(Some(ORPHAN_FINALIZER)),
+        "Foreground" => Ok(Some(FOREGROUND_FINALIZER)),
+        "Background" => Ok(None),
         other => Err(StatusError::bad_request(format!(
             "propagationPolicy {other:?} is not one of Orphan, Background, Foreground"
         ))),
@@ -766,7 +795,12 @@ async fn delete_with(
         let finalizers = object::finalizers(&current.object);
         let already = object::deletion_timestamp(&current.object).is_some();
         let namespace_kind = resource.kind == "Namespace";
-        if graceful.is_none() && finalizers.is_empty() && !namespace_kind {
+        // Namespaces are finalized by the namespace controller, not the garbage collector.
+        let gc_finalizer = options
+            .gc_finalizer
+            .filter(|f| !namespace_kind && !finalizers.iter().any(|have| have == f));
+        if namespace_kind && already && namespace_finalized(&current.object) {
+            // The namespace controller emptied and finalized it: it goes now.
             if is_dry_run(req) {
                 return Ok((StatusCode::OK, current.object));
             }
@@ -775,7 +809,17 @@ async fn delete_with(
                 Err(_) => continue,
             }
         }
-        if already && graceful.is_none() && !namespace_kind {
+        if graceful.is_none() && finalizers.is_empty() && gc_finalizer.is_none() && !namespace_kind
+        {
+            if is_dry_run(req) {
+                return Ok((StatusCode::OK, current.object));
+            }
+            match state.storage.delete(&key, current.revision).await? {
+                Ok(_) => return Ok((StatusCode::OK, current.object)),
+                Err(_) => continue,
+            }
+        }
+        if already && graceful.is_none() && gc_finalizer.is_none() && !namespace_kind {
             // Finalizers still pending: the object stays until they are removed.
             return Ok((StatusCode::OK, current.object));
         }
@@ -792,6 +836,15 @@ async fn delete_with(
                     Value::String(rfc3339_after(grace)),
                 );
                 metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            if let Some(finalizer) = gc_finalizer {
+                let list = metadata
+                    .entry("finalizers")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                match list.as_array_mut() {
+                    Some(list) => list.push(Value::String(finalizer.to_string())),
+                    None => *list = json!([finalizer]),
+                }
             }
         }
         if namespace_kind {
@@ -810,12 +863,7 @@ async fn delete_with(
             .update(&key, current.revision, &marked)
             .await?
         {
-            Ok(stored) => {
-                if namespace_kind {
-                    state.namespaces_changed.notify_one();
-                }
-                return Ok((StatusCode::OK, stored.object));
-            }
+            Ok(stored) => return Ok((StatusCode::OK, stored.object)),
             Err(_) => continue,
         }
     }
