@@ -356,5 +356,34 @@ async fn a_node_that_stops_heartbeating_has_its_pods_replaced_elsewhere() {
         );
     }
     a.resume();
-    drop(b);
+
+    // Phase 2: node c joins; node b's process is killed. Its machine being gone, the cloud
+    // node controller deletes the Node and its pods, which are replaced on the live nodes.
+    let c = HollowNodes::start(&cluster, "c", None, &[]);
+    wait_nodes_ready(&api, &["c".to_string()], Duration::from_secs(30)).await;
+    let mut b = b;
+    b.kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = live_pods(&api, "app").await;
+        let none_on_b = pods.iter().all(|p| node_of(p) != "b");
+        let node_b = api.get("/api/v1/nodes/b").await;
+        if pods.len() == 4 && running(&pods).len() == 4 && none_on_b && node_b.code == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node b (killed) still has pods or exists ({}): {:?}",
+            node_b.code,
+            pods.iter()
+                .map(|p| (
+                    p["metadata"]["name"].clone(),
+                    p["status"]["phase"].clone(),
+                    node_of(p)
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(c);
 }

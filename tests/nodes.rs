@@ -84,8 +84,9 @@ async fn hollow_nodes_run_pods_and_dead_nodes_are_tainted_and_evicted() {
             "3",
             "--pod-eviction-timeout-secs",
             "3",
-            // The test binds pods itself.
-            "--controllers=*,-scheduler",
+            // The test binds pods itself, and watches the killed node stay (the cloud node
+            // controller would delete it, its process being gone).
+            "--controllers=*,-scheduler,-cloud-node-controller",
         ],
     )
     .await;

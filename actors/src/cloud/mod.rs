@@ -361,6 +361,7 @@ pub(crate) async fn run_node_controller(
                         match ctx.client.delete(resource, None, &name, &options).await {
                             Ok(_) => {
                                 tracing::info!(node = name, "instance gone: node deleted");
+                                delete_pods_of_gone_node(&ctx, &name).await?;
                                 Ok(Requeue::Done)
                             }
                             Err(e) if e.code() == 404 || e.code() == 409 => Ok(Requeue::Done),
@@ -373,6 +374,45 @@ pub(crate) async fn run_node_controller(
         },
     )
     .await;
+    Ok(())
+}
+
+/// Deletes, at once, the pods bound to a node whose machine is gone (as Kubernetes' pod
+/// garbage collector does for pods of nodes that no longer exist): no kubelet is left to
+/// finish their deletion, and their controllers replace them once they are gone.
+async fn delete_pods_of_gone_node(ctx: &ControllerContext, node: &str) -> anyhow::Result<()> {
+    let resource = find("pods")?;
+    let pods = ctx.informers.of(resource);
+    pods.wait_synced().await;
+    for pod in pods.list() {
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+            continue;
+        }
+        let (Some(namespace), Some(name)) = (object::namespace(&pod), object::name(&pod)) else {
+            continue;
+        };
+        let options = DeleteOptions {
+            grace_period_seconds: Some(0),
+            precondition_uid: object::uid(&pod).map(str::to_string),
+            ..DeleteOptions::default()
+        };
+        match ctx
+            .client
+            .delete(resource, Some(namespace), name, &options)
+            .await
+        {
+            Ok(_) => {
+                ctx.events.for_component("cloud-node-controller").record(
+                    &pod,
+                    crate::events::EventType::Warning,
+                    "NodeGone",
+                    &format!("Deleting pod {namespace}/{name}: its node {node} is gone"),
+                );
+            }
+            Err(e) if e.code() == 404 || e.code() == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 

@@ -70,7 +70,11 @@ pub(crate) async fn work<K, R, Fut, S>(
     S: Fn(&WorkQueue<K>),
 {
     resync(&queue);
-    tracing::info!(controller = name, queued = queue.len(), "synced; reconciling");
+    tracing::info!(
+        controller = name,
+        queued = queue.len(),
+        "synced; reconciling"
+    );
     let mut ticker = tokio::time::interval(RESYNC_INTERVAL);
     ticker.tick().await;
     loop {
