@@ -5,6 +5,10 @@
 # Installs from Debian what it needs and is missing: etcd-server (the baseline) and
 # protobuf-compiler (etcd's gRPC client). Arguments go to store-bench (see --help), e.g.
 #   scripts/bench.sh --seconds 3 --clients 64
+# With --control-plane it measures the scheduler instead: 3 masters, --nodes hollow nodes
+# (default 1,000), --pods pods as --deployments Deployments (10,000 / 100), bindings per
+# second against raw bindings by the benchmark itself in the same run:
+#   scripts/bench.sh --control-plane --nodes 1000 --pods 10000 --clients 64
 #
 # keelson is built exactly as the tests build it (same target folder, same features). The
 # benchmark builds in a folder of its own: etcd's gRPC client changes the features RocksDB's
