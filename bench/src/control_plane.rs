@@ -340,6 +340,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
         create.await??;
     }
     let expected = per * load.deployments;
+    let mut created_at: HashMap<String, Instant> = HashMap::new();
     let mut bound_at: HashMap<String, Instant> = HashMap::new();
     let mut running_at: HashMap<String, Instant> = HashMap::new();
     let deadline = t0 + PODS_TIMEOUT;
@@ -351,6 +352,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
                 PODS_TIMEOUT.as_secs(), bound_at.len(), running_at.len()
             ),
         };
+        created_at.entry(seen.name.clone()).or_insert(seen.at);
         if seen.bound {
             bound_at.entry(seen.name.clone()).or_insert(seen.at);
         }
@@ -369,6 +371,22 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
         .map_or(0.0, |t| t.duration_since(t0).as_secs_f64());
     let overall = expected as f64 / last_bound.max(f64::MIN_POSITIVE);
     let steady = steady_rate(bound_at.values().copied().collect()).unwrap_or(overall);
+    let created_steady = steady_rate(created_at.values().copied().collect()).unwrap_or(0.0);
+    let running_steady = steady_rate(running_at.values().copied().collect()).unwrap_or(0.0);
+    let mut waits: Vec<f64> = bound_at
+        .iter()
+        .filter_map(|(name, bound)| {
+            created_at
+                .get(name)
+                .map(|created| bound.duration_since(*created).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let wait_p50 = waits.get(waits.len() / 2).copied().unwrap_or(0.0);
+    let wait_p99 = waits.get(waits.len() * 99 / 100).copied().unwrap_or(0.0);
+    println!(
+        "stages (steady rates): pods created by the ReplicaSet controller {created_steady:.0}/s, bound {steady:.0}/s, reported Running {running_steady:.0}/s; created -> bound p50 {wait_p50:.0} ms, p99 {wait_p99:.0} ms"
+    );
     println!(
         "scheduler: {expected} pods bound {last_bound:.1} s after the first create ({overall:.0}/s overall, {steady:.0}/s steady); all Running after {all_running:.1} s"
     );
