@@ -125,10 +125,15 @@ impl ApiClient {
         serde_json::from_slice(&text).map_err(|e| ApiError::Decode(e.to_string()))
     }
 
-    /// Opens a streaming request (a watch): the response with a 2xx status.
-    pub async fn stream(&self, path_and_query: &str) -> Result<reqwest::Response, ApiError> {
-        self.send(Method::GET, path_and_query, "application/json", None, None)
-            .await
+    /// Opens a watch (`path_and_query` with `watch=1`): its events, one JSON object each.
+    pub async fn watch(&self, path_and_query: &str) -> Result<WatchEvents, ApiError> {
+        let response = self
+            .send(Method::GET, path_and_query, "application/json", None, None)
+            .await?;
+        Ok(WatchEvents {
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        })
     }
 
     async fn send(
@@ -176,6 +181,51 @@ impl ApiClient {
             tracing::debug!(server, error = %last_error, "failing over to the next master");
         }
         Err(ApiError::Unreachable(last_error))
+    }
+}
+
+/// How large one watch event may be.
+const WATCH_EVENT_BYTES_MAX: usize = 8 << 20;
+
+/// The events of one watch, as the API sends them (`{"type": ..., "object": ...}`).
+pub struct WatchEvents {
+    body:
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>,
+    buffer: Vec<u8>,
+}
+
+impl WatchEvents {
+    /// The next event; `None` when the server ends the watch. An event that does not decode is
+    /// skipped with a warning; silence longer than [`WATCH_IDLE_TIMEOUT`] is an error.
+    pub async fn next(&mut self) -> Option<Result<Value, ApiError>> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice(&line) {
+                    Ok(event) => return Some(Ok(event)),
+                    Err(e) => tracing::warn!(error = %e, "skipping an undecodable watch event"),
+                }
+            }
+            if self.buffer.len() > WATCH_EVENT_BYTES_MAX {
+                return Some(Err(ApiError::Decode(
+                    "a watch event is too large".to_string(),
+                )));
+            }
+            match tokio::time::timeout(WATCH_IDLE_TIMEOUT, self.body.next()).await {
+                Err(_) => {
+                    return Some(Err(ApiError::Unreachable(
+                        "the watch went silent".to_string(),
+                    )))
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => return Some(Err(ApiError::Unreachable(e.to_string()))),
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+            }
+        }
     }
 }
 

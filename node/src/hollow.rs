@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use keelson_api::object;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::api::{ApiClient, ApiError, WATCH_IDLE_TIMEOUT};
+use crate::api::{ApiClient, ApiError};
 use crate::pod_status::{self, PodAction};
 
 /// API writes in flight at once across every node of the process.
@@ -24,8 +23,6 @@ const WRITES_CONCURRENT_MAX: usize = 64;
 const POD_QUEUE_MAX: usize = 4096;
 /// Uids remembered as reported Running (the set is cleared when it grows past this).
 const REPORTED_PODS_MAX: usize = 100_000;
-/// The longest watch event line accepted.
-const WATCH_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Items per page of the initial pod list.
 const LIST_PAGE_ITEMS: u32 = 500;
 /// Back-off bounds of registration, relists and re-watches.
@@ -506,58 +503,38 @@ async fn watch_pods(
     let path = format!(
         "/api/v1/pods?watch=1&{BOUND_PODS}&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion={rv}"
     );
-    let response = tokio::select! {
+    let events = tokio::select! {
         _ = stop.changed() => return WatchEnd::Stopped,
-        response = api.stream(&path) => response,
+        events = api.watch(&path) => events,
     };
-    let response = match response {
-        Ok(response) => response,
+    let mut events = match events {
+        Ok(events) => events,
         Err(e) => return WatchEnd::Relist(e.to_string()),
     };
-    let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
     loop {
-        let chunk = tokio::select! {
+        let event = tokio::select! {
             _ = stop.changed() => return WatchEnd::Stopped,
-            chunk = tokio::time::timeout(WATCH_IDLE_TIMEOUT, body.next()) => chunk,
+            event = events.next() => event,
         };
-        let chunk = match chunk {
-            Err(_) => return WatchEnd::Relist("the watch went silent".to_string()),
-            Ok(None) => return WatchEnd::Closed,
-            Ok(Some(Err(e))) => return WatchEnd::Relist(e.to_string()),
-            Ok(Some(Ok(chunk))) => chunk,
+        let mut event = match event {
+            None => return WatchEnd::Closed,
+            Some(Err(e)) => return WatchEnd::Relist(e.to_string()),
+            Some(Ok(event)) => event,
         };
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let mut event: Value = match serde_json::from_slice(&line) {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping an undecodable watch event");
-                    continue;
-                }
-            };
-            let kind = event["type"].as_str().unwrap_or_default().to_string();
-            let object = event["object"].take();
-            if kind == "ERROR" {
-                let code = object["code"].as_u64().unwrap_or(0);
-                return WatchEnd::Relist(format!(
-                    "watch error {code}: {}",
-                    object["message"].as_str().unwrap_or_default()
-                ));
-            }
-            if let Some(next) = object::resource_version(&object) {
-                *rv = next.to_string();
-            }
-            if kind != "BOOKMARK" {
-                offer(slots, tx, &kind, object).await;
-            }
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        let object = event["object"].take();
+        if kind == "ERROR" {
+            let code = object["code"].as_u64().unwrap_or(0);
+            return WatchEnd::Relist(format!(
+                "watch error {code}: {}",
+                object["message"].as_str().unwrap_or_default()
+            ));
         }
-        if buffer.len() > WATCH_LINE_BYTES_MAX {
-            return WatchEnd::Relist("a watch event is too large".to_string());
+        if let Some(next) = object::resource_version(&object) {
+            *rv = next.to_string();
+        }
+        if kind != "BOOKMARK" {
+            offer(slots, tx, &kind, object).await;
         }
     }
 }

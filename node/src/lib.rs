@@ -10,6 +10,7 @@ pub mod api;
 pub mod hollow;
 pub mod kubeconfig;
 pub mod pod_status;
+pub mod runtime;
 
 pub use api::{ApiClient, ApiError};
 pub use hollow::{HollowConfig, HollowError};
