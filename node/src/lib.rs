@@ -9,6 +9,7 @@
 pub mod api;
 pub mod hollow;
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod pod_status;
 pub mod runtime;
 
