@@ -1,0 +1,729 @@
+//! One pod's worker: a task that syncs the pod whenever its spec, the runtime's state or a
+//! probe changes (and every resync period), executing the actions [`sync::plan`] decides and
+//! writing the status [`sync::pod_status`] computes when it differs from the API's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::PodSpec;
+use keelson_api::object;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::container::{self, Placement};
+use super::events::Recorder;
+use super::pleg::{Pleg, Snapshot};
+use super::probe::{self, ProbeKind, ProbeReport};
+use super::sync::{self, Action, Backoff, Observed, PodFacts, PodView, Waiting, WorkerState};
+use super::volumes::{self, PodRef};
+use super::Images;
+use crate::api::ApiClient;
+use crate::runtime::{self, ContainerLabels, ContainerState, Runtime, SandboxConfig};
+
+/// Probe reports queued per pod.
+const PROBE_REPORTS_MAX: usize = 64;
+/// A pod is synced at least this often (probes and back-offs need the clock).
+const RESYNC: Duration = Duration::from_secs(1);
+/// How long a configuration error (a missing ConfigMap...) waits before the next try.
+const CONFIG_RETRY: Duration = Duration::from_secs(2);
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub api: ApiClient,
+    pub runtime: Arc<dyn Runtime>,
+    pub images: Arc<dyn Images>,
+    pub pleg: Pleg,
+    pub events: Recorder,
+    pub node_name: String,
+    pub node_ip: String,
+    pub pods_dir: PathBuf,
+    pub backoff: Backoff,
+}
+
+/// The directory of a pod's volumes and logs.
+pub fn pod_dir(pods_dir: &std::path::Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    pods_dir.join(format!("{namespace}_{name}_{uid}"))
+}
+
+/// The log file of one run of a container.
+pub fn log_path(pod_dir: &std::path::Path, container: &str, attempt: u32) -> PathBuf {
+    pod_dir.join(container).join(format!("{attempt}.log"))
+}
+
+struct Pod {
+    object: Value,
+    spec: PodSpec,
+    uid: String,
+    namespace: String,
+    name: String,
+}
+
+impl Pod {
+    fn from(object: Value) -> Option<Pod> {
+        let spec: PodSpec = match serde_json::from_value(object["spec"].clone()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(error = %e, pod = ?object::name(&object), "skipping a pod whose spec does not decode");
+                return None;
+            }
+        };
+        Some(Pod {
+            uid: object::uid(&object)?.to_string(),
+            namespace: object::namespace(&object).unwrap_or("default").to_string(),
+            name: object::name(&object)?.to_string(),
+            spec,
+            object,
+        })
+    }
+}
+
+/// A running prober.
+struct Prober {
+    stop: watch::Sender<bool>,
+}
+
+/// Runs one pod's worker until the pod is gone from both the API and the runtime.
+/// `pod` carries the pod as the API has it (`None`: deleted from the API, or never there for
+/// an orphan found in the runtime, whose identity `orphan` gives).
+pub async fn run(
+    shared: Shared,
+    uid: String,
+    mut pod_rx: watch::Receiver<Option<Value>>,
+    orphan: Option<(String, String)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut state = WorkerState::default();
+    let mut snapshot_rx = shared.pleg.subscribe();
+    let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeReport>(PROBE_REPORTS_MAX);
+    let mut probers: HashMap<(String, ProbeKind), Prober> = HashMap::new();
+    let mut last_pod: Option<Pod> = None;
+    let mut last_written: Option<Value> = None;
+    loop {
+        let current = pod_rx.borrow_and_update().clone();
+        if let Some(object) = current {
+            if let Some(pod) = Pod::from(object) {
+                last_pod = Some(pod);
+            }
+        }
+        let in_api = pod_rx.borrow().is_some();
+        let snapshot = snapshot_rx.borrow_and_update().clone();
+        let observed = snapshot.pod(&uid);
+        let done = match &last_pod {
+            Some(pod) => {
+                let outcome = sync_once(
+                    &shared,
+                    pod,
+                    in_api,
+                    &observed,
+                    &mut state,
+                    &probe_tx,
+                    &mut probers,
+                    &mut last_written,
+                )
+                .await;
+                outcome.acted
+            }
+            None => {
+                let (namespace, name) = orphan.clone().unwrap_or_default();
+                clean_orphan(&shared, &uid, &namespace, &name, &observed, &mut state).await
+            }
+        };
+        if done {
+            // Something changed in the runtime: look again before deciding anything else.
+            shared.pleg.relist().await;
+            continue;
+        }
+        if !in_api && observed.sandbox.is_none() && observed.containers.is_empty() {
+            tracing::debug!(%uid, "pod worker done");
+            return;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = pod_rx.changed() => {
+                if changed.is_err() {
+                    // The dispatcher is gone: the kubelet is stopping.
+                    return;
+                }
+            }
+            _ = snapshot_rx.changed() => {}
+            Some(report) = probe_rx.recv() => record_probe(&shared, last_pod.as_ref(), &mut state, report),
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+fn record_probe(shared: &Shared, pod: Option<&Pod>, state: &mut WorkerState, report: ProbeReport) {
+    match (report.kind, report.ok) {
+        (ProbeKind::Readiness, ok) => {
+            state.ready.insert(report.container_id.clone(), ok);
+        }
+        (ProbeKind::Startup, true) => {
+            state.started.insert(report.container_id.clone(), true);
+        }
+        (ProbeKind::Liveness | ProbeKind::Startup, false) => {
+            state
+                .unhealthy
+                .insert(report.container_id.clone(), report.message.clone());
+        }
+        (ProbeKind::Liveness, true) => {}
+    }
+    if !report.ok {
+        if let Some(pod) = pod {
+            shared.events.pod(
+                &pod.object,
+                None,
+                "Warning",
+                "Unhealthy",
+                &format!("{} probe failed: {}", report.kind.name(), report.message),
+            );
+        }
+    }
+}
+
+/// Stops what the runtime holds of a pod the API never gave this kubelet.
+async fn clean_orphan(
+    shared: &Shared,
+    uid: &str,
+    namespace: &str,
+    name: &str,
+    observed: &Observed,
+    state: &mut WorkerState,
+) -> bool {
+    let spec = PodSpec::default();
+    let view = PodView {
+        spec: &spec,
+        terminating: true,
+        in_api: false,
+        deletion_grace: Some(Duration::from_secs(2)),
+    };
+    let actions = sync::plan(&view, observed, state, shared.backoff, SystemTime::now());
+    let acted = !actions.is_empty();
+    for action in actions {
+        tracing::info!(%uid, %namespace, %name, ?action, "cleaning up an orphaned pod");
+        execute_cleanup(
+            shared,
+            uid,
+            action,
+            state,
+            &pod_dir(&shared.pods_dir, namespace, name, uid),
+        )
+        .await;
+    }
+    acted
+}
+
+async fn execute_cleanup(
+    shared: &Shared,
+    uid: &str,
+    action: Action,
+    state: &mut WorkerState,
+    dir: &std::path::Path,
+) {
+    match action {
+        Action::Kill { id, signal, grace } => {
+            if let Err(e) = shared.runtime.kill(&id, signal).await {
+                tracing::warn!(%id, error = %e, "cannot signal a container");
+            }
+            if signal == sync::SIGTERM {
+                state.killing.insert(id, SystemTime::now() + grace);
+            }
+        }
+        Action::Remove { id } => {
+            if let Err(e) = shared.runtime.remove_container(&id).await {
+                tracing::warn!(%id, error = %e, "cannot remove a container");
+            }
+        }
+        Action::RemoveSandbox => {
+            if let Err(e) = shared
+                .runtime
+                .remove_sandbox(&runtime::sandbox_id(uid))
+                .await
+            {
+                tracing::warn!(%uid, error = %e, "cannot remove a sandbox");
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        // An orphan is never started and has no API object to delete.
+        Action::CreateSandbox | Action::Start { .. } | Action::FinalDelete => {}
+    }
+}
+
+struct Outcome {
+    acted: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_once(
+    shared: &Shared,
+    pod: &Pod,
+    in_api: bool,
+    observed: &Observed,
+    state: &mut WorkerState,
+    probe_tx: &mpsc::Sender<ProbeReport>,
+    probers: &mut HashMap<(String, ProbeKind), Prober>,
+    last_written: &mut Option<Value>,
+) -> Outcome {
+    let now = SystemTime::now();
+    let terminating = !in_api || object::deletion_timestamp(&pod.object).is_some();
+    let view = PodView {
+        spec: &pod.spec,
+        terminating,
+        in_api,
+        deletion_grace: object::deletion_grace_period_seconds(&pod.object)
+            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .or((!in_api).then_some(Duration::from_secs(2))),
+    };
+    let host_network = pod.spec.host_network == Some(true);
+    let pod_ip = if host_network {
+        shared.node_ip.clone()
+    } else {
+        String::new()
+    };
+    let dir = pod_dir(&shared.pods_dir, &pod.namespace, &pod.name, &pod.uid);
+
+    manage_probers(shared, pod, observed, state, probe_tx, probers, terminating);
+
+    let actions = sync::plan(&view, observed, state, shared.backoff, now);
+    let acted = !actions.is_empty();
+    for action in actions {
+        tracing::debug!(pod = %pod.name, ?action, "pod action");
+        match action {
+            Action::CreateSandbox => {
+                let config = SandboxConfig {
+                    id: runtime::sandbox_id(&pod.uid),
+                    pod_uid: pod.uid.clone(),
+                    pod_namespace: pod.namespace.clone(),
+                    pod_name: pod.name.clone(),
+                    host_network,
+                };
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    tracing::warn!(error = %e, "cannot create the pod directory");
+                }
+                if let Err(e) = shared.runtime.create_sandbox(&config).await {
+                    tracing::warn!(pod = %pod.name, error = %e, "cannot create the pod sandbox");
+                    shared.events.pod(
+                        &pod.object,
+                        None,
+                        "Warning",
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                    );
+                }
+            }
+            Action::Start {
+                name,
+                init,
+                attempt,
+            } => {
+                start(
+                    shared, pod, observed, state, &dir, &pod_ip, &name, init, attempt,
+                )
+                .await;
+            }
+            Action::Kill { id, signal, grace } => {
+                if signal == sync::SIGTERM {
+                    if let Some(run) = observed.containers.iter().find(|c| c.id == id) {
+                        let why = state.unhealthy.get(&id).map_or_else(
+                            || "Stopping container".to_string(),
+                            |m| {
+                                format!(
+                                    "Container {} failed a probe ({m}), will be restarted",
+                                    run.labels.container_name
+                                )
+                            },
+                        );
+                        shared.events.pod(
+                            &pod.object,
+                            Some(&run.labels.container_name),
+                            "Normal",
+                            "Killing",
+                            &why,
+                        );
+                    }
+                }
+                if let Err(e) = shared.runtime.kill(&id, signal).await {
+                    tracing::warn!(%id, error = %e, "cannot signal a container");
+                }
+                if signal == sync::SIGTERM {
+                    state.killing.insert(id, now + grace);
+                }
+            }
+            Action::Remove { id } => {
+                if let Err(e) = shared.runtime.remove_container(&id).await {
+                    tracing::warn!(%id, error = %e, "cannot remove a container");
+                }
+                if let Some(run) = observed.containers.iter().find(|c| c.id == id) {
+                    let _ = std::fs::remove_file(&run.log_path);
+                }
+                state.killing.remove(&id);
+                state.unhealthy.remove(&id);
+            }
+            Action::RemoveSandbox => {
+                if let Err(e) = shared
+                    .runtime
+                    .remove_sandbox(&runtime::sandbox_id(&pod.uid))
+                    .await
+                {
+                    tracing::warn!(pod = %pod.name, error = %e, "cannot remove the pod sandbox");
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Action::FinalDelete => {
+                let options = json!({
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": pod.uid},
+                });
+                let path = format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name);
+                match shared
+                    .api
+                    .request(Method::DELETE, &path, "application/json", Some(&options))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() || e.is_conflict() => {}
+                    Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot delete the pod"),
+                }
+                return Outcome { acted: false };
+            }
+        }
+    }
+    if !acted && in_api && !terminating {
+        write_status(shared, pod, observed, state, &pod_ip, last_written).await;
+    }
+    Outcome { acted }
+}
+
+/// Starts and stops probers to match the running containers.
+fn manage_probers(
+    shared: &Shared,
+    pod: &Pod,
+    observed: &Observed,
+    state: &WorkerState,
+    probe_tx: &mpsc::Sender<ProbeReport>,
+    probers: &mut HashMap<(String, ProbeKind), Prober>,
+    terminating: bool,
+) {
+    let mut wanted: Vec<(String, ProbeKind, k8s_openapi::api::core::v1::Probe)> = Vec::new();
+    if !terminating {
+        for c in &pod.spec.containers {
+            let (Some(run), _) = observed.runs(&c.name) else {
+                continue;
+            };
+            if !matches!(run.state, ContainerState::Running { .. })
+                || state.unhealthy.contains_key(&run.id)
+            {
+                continue;
+            }
+            let started =
+                c.startup_probe.is_none() || state.started.get(&run.id).copied().unwrap_or(false);
+            if let (Some(p), false) = (&c.startup_probe, started) {
+                wanted.push((run.id.clone(), ProbeKind::Startup, p.clone()));
+            }
+            if started {
+                if let Some(p) = &c.liveness_probe {
+                    wanted.push((run.id.clone(), ProbeKind::Liveness, p.clone()));
+                }
+                if let Some(p) = &c.readiness_probe {
+                    wanted.push((run.id.clone(), ProbeKind::Readiness, p.clone()));
+                }
+            }
+        }
+    }
+    probers.retain(|key, prober| {
+        let keep = wanted
+            .iter()
+            .any(|(id, kind, _)| (id, kind) == (&key.0, &key.1));
+        if !keep {
+            let _ = prober.stop.send(true);
+        }
+        keep
+    });
+    let netns = observed.sandbox.as_ref().and_then(|s| s.netns.clone());
+    for (id, kind, spec) in wanted {
+        if probers.contains_key(&(id.clone(), kind)) {
+            continue;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let target = probe::Target {
+            runtime: shared.runtime.clone(),
+            container_id: id.clone(),
+            netns: netns.clone(),
+        };
+        tokio::spawn(probe::run(kind, spec, target, probe_tx.clone(), stop_rx));
+        probers.insert((id, kind), Prober { stop: stop_tx });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    shared: &Shared,
+    pod: &Pod,
+    observed: &Observed,
+    state: &mut WorkerState,
+    dir: &std::path::Path,
+    pod_ip: &str,
+    name: &str,
+    init: bool,
+    attempt: u32,
+) {
+    let Some(spec) = pod
+        .spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.spec.containers.iter())
+        .find(|c| c.name == name)
+    else {
+        return;
+    };
+    let _ = init;
+    let now = SystemTime::now();
+    let fail = |state: &mut WorkerState, reason: &str, message: String, retry: Duration| {
+        let failures = state.waiting.get(name).map_or(0, |w| w.failures) + 1;
+        state.waiting.insert(
+            name.to_string(),
+            Waiting {
+                reason: reason.to_string(),
+                message,
+                retry_at: now + retry,
+                failures,
+            },
+        );
+    };
+    let reference = spec.image.clone().unwrap_or_default();
+    let policy = spec.image_pull_policy.clone().unwrap_or_default();
+    let image = match shared.images.ensure(&reference, &policy).await {
+        Ok(image) => image,
+        Err(e) => {
+            let failures = state.waiting.get(name).map_or(0, |w| w.failures);
+            let reason = if failures == 0 {
+                "ErrImagePull"
+            } else {
+                "ImagePullBackOff"
+            };
+            shared.events.pod(
+                &pod.object,
+                Some(name),
+                "Warning",
+                "Failed",
+                &format!("Failed to pull image {reference:?}: {e}"),
+            );
+            fail(
+                state,
+                reason,
+                e.clone(),
+                shared
+                    .backoff
+                    .delay(failures + 1)
+                    .max(Duration::from_secs(1)),
+            );
+            return;
+        }
+    };
+    state.image_ids.insert(name.to_string(), image.id.clone());
+    let labels: BTreeMap<String, String> = object::labels(&pod.object);
+    let annotations: BTreeMap<String, String> = object::annotations(&pod.object);
+    let pod_ref = PodRef {
+        namespace: &pod.namespace,
+        name: &pod.name,
+        uid: &pod.uid,
+        node_name: &shared.node_name,
+        host_ip: &shared.node_ip,
+        pod_ip,
+        labels: &labels,
+        annotations: &annotations,
+        spec: &pod.spec,
+        dir,
+    };
+    let prepared = async {
+        let mounts = volumes::mounts(&shared.api, &pod_ref, spec).await?;
+        let env = volumes::env(&shared.api, &pod_ref, spec).await?;
+        Ok::<_, volumes::VolumeError>((mounts, env))
+    }
+    .await;
+    let (mounts, env) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            shared.events.pod(
+                &pod.object,
+                Some(name),
+                "Warning",
+                "Failed",
+                &format!("Error: {e}"),
+            );
+            fail(
+                state,
+                "CreateContainerConfigError",
+                e.to_string(),
+                CONFIG_RETRY,
+            );
+            return;
+        }
+    };
+    let id = runtime::container_id(&pod.uid, name, attempt);
+    let log = log_path(dir, name, attempt);
+    if let Some(parent) = log.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let hostname = if pod.spec.host_network == Some(true) {
+        shared.node_name.clone()
+    } else {
+        pod.spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| pod.name.clone())
+    };
+    let placement = Placement {
+        id: id.clone(),
+        labels: ContainerLabels {
+            pod_uid: pod.uid.clone(),
+            pod_namespace: pod.namespace.clone(),
+            pod_name: pod.name.clone(),
+            container_name: name.to_string(),
+            attempt,
+        },
+        hostname,
+        log_path: log,
+        mounts,
+        env,
+    };
+    let config =
+        match container::config(spec, pod.spec.security_context.as_ref(), &image, placement) {
+            Ok(config) => config,
+            Err(e) => {
+                shared.events.pod(
+                    &pod.object,
+                    Some(name),
+                    "Warning",
+                    "Failed",
+                    &format!("Error: {e}"),
+                );
+                fail(
+                    state,
+                    "CreateContainerConfigError",
+                    e.to_string(),
+                    CONFIG_RETRY,
+                );
+                return;
+            }
+        };
+    let Some(sandbox) = observed.sandbox.clone() else {
+        return;
+    };
+    match shared.runtime.start_container(&sandbox, &config).await {
+        Ok(_) => {
+            state.waiting.remove(name);
+            shared.events.pod(
+                &pod.object,
+                Some(name),
+                "Normal",
+                "Created",
+                &format!("Created container {name}"),
+            );
+            shared.events.pod(
+                &pod.object,
+                Some(name),
+                "Normal",
+                "Started",
+                &format!("Started container {name}"),
+            );
+        }
+        Err(e) => {
+            let failures = state.waiting.get(name).map_or(0, |w| w.failures);
+            shared.events.pod(
+                &pod.object,
+                Some(name),
+                "Warning",
+                "Failed",
+                &format!("Error: {e}"),
+            );
+            fail(
+                state,
+                "RunContainerError",
+                e.to_string(),
+                shared
+                    .backoff
+                    .delay(failures + 1)
+                    .max(Duration::from_secs(1)),
+            );
+        }
+    }
+}
+
+async fn write_status(
+    shared: &Shared,
+    pod: &Pod,
+    observed: &Observed,
+    state: &WorkerState,
+    pod_ip: &str,
+    last_written: &mut Option<Value>,
+) {
+    let view = PodView {
+        spec: &pod.spec,
+        terminating: false,
+        in_api: true,
+        deletion_grace: None,
+    };
+    let current = pod.object["status"].clone();
+    let facts = PodFacts {
+        name: &pod.name,
+        host_ip: &shared.node_ip,
+        pod_ip,
+        current: &current,
+    };
+    let status = sync::pod_status(
+        &view,
+        &facts,
+        observed,
+        state,
+        shared.backoff,
+        SystemTime::now(),
+    );
+    if sync::same_status(&status, &current)
+        || last_written
+            .as_ref()
+            .is_some_and(|w| sync::same_status(&status, w))
+    {
+        return;
+    }
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{}/status",
+        pod.namespace, pod.name
+    );
+    let patch = json!({ "status": status });
+    match shared
+        .api
+        .request(
+            Method::PATCH,
+            &path,
+            "application/merge-patch+json",
+            Some(&patch),
+        )
+        .await
+    {
+        Ok(_) => *last_written = Some(status),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot write the pod status"),
+    }
+}
+
+/// The runtime's state of one pod, from a snapshot.
+impl Snapshot {
+    pub fn pod(&self, uid: &str) -> Observed {
+        Observed {
+            sandbox: self.sandboxes.iter().find(|s| s.pod_uid == uid).cloned(),
+            containers: self
+                .containers
+                .iter()
+                .filter(|c| c.labels.pod_uid == uid)
+                .cloned()
+                .collect(),
+        }
+    }
+}
