@@ -250,7 +250,8 @@ mod tests {
 
     #[test]
     fn escapes_are_refused() {
-        let cases: &[(&str, fn(&mut tar::Builder<Vec<u8>>))] = &[
+        type Build = fn(&mut tar::Builder<Vec<u8>>);
+        let cases: &[(&str, Build)] = &[
             ("dot-dot", |b| raw(b, "../evil", b"x")),
             ("nested dot-dot", |b| raw(b, "a/../../evil", b"x")),
             ("absolute", |b| raw(b, "/tmp/evil", b"x")),
