@@ -172,6 +172,7 @@ async fn images_pull_from_a_local_registry_with_each_policy() {
     let missing = format!("127.0.0.1:{}/test/busybox:nope", registry.port);
     match store.ensure(&missing, PullPolicy::IfNotPresent, None).await {
         Err(ImageError::Pull(message)) => {
+            eprintln!("missing tag: {message}");
             assert!(message.contains("manifest unknown"), "{message}");
             assert!(message.starts_with(&missing), "{message}");
         }
@@ -202,6 +203,7 @@ async fn images_pull_from_a_local_registry_with_each_policy() {
     );
     match store.ensure(&remote, PullPolicy::Always, None).await {
         Err(ImageError::Pull(message)) => {
+            eprintln!("registry down: {message}");
             assert!(message.starts_with(&remote), "{message}");
             assert!(message.to_lowercase().contains("connect"), "{message}");
         }

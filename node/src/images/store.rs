@@ -527,3 +527,68 @@ fn record_of(manifest: &Manifest, digest: String, config: ImageConfig) -> ImageR
         config,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busybox_layout(dir: &Path) {
+        assert!(
+            Path::new(BUSYBOX_PATH).is_file(),
+            "{BUSYBOX_PATH} is missing: install Debian's busybox-static"
+        );
+        busybox::build_busybox_oci_layout(Path::new(BUSYBOX_PATH), dir, "x.io/bb:1").unwrap();
+    }
+
+    #[test]
+    fn a_tampered_layer_is_refused_and_not_kept() {
+        let layout_dir = tempfile::tempdir().unwrap();
+        busybox_layout(layout_dir.path());
+        let image = layout::read_layout(layout_dir.path()).unwrap().remove(0);
+        let layer = &image.manifest.layers[0];
+        let hex = digest::sha256_hex(&layer.digest).unwrap();
+        let blob = layout_dir.path().join("blobs/sha256").join(hex);
+        let mut bytes = fs::read(&blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&blob, bytes).unwrap();
+
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(store_dir.path(), ImageOptions::default()).unwrap();
+        let err = store.import_layout(layout_dir.path()).unwrap_err();
+        assert!(matches!(err, ImageError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        assert_eq!(fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(store_dir.path().join("layers"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(store.get("x.io/bb:1").is_none());
+    }
+
+    #[test]
+    fn imports_survive_a_reopen_and_an_unpacked_layer_missing_forgets_the_image() {
+        let layout_dir = tempfile::tempdir().unwrap();
+        busybox_layout(layout_dir.path());
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(store_dir.path(), ImageOptions::default()).unwrap();
+        assert_eq!(
+            store.import_layout(layout_dir.path()).unwrap(),
+            vec!["x.io/bb:1"]
+        );
+        let image = store.get("x.io/bb:1").unwrap();
+        assert_eq!(image.config.cmd, vec!["sh"]);
+        drop(store);
+
+        let store = ImageStore::open(store_dir.path(), ImageOptions::default()).unwrap();
+        assert_eq!(store.get("x.io/bb:1"), Some(image.clone()));
+        drop(store);
+
+        fs::remove_dir_all(&image.layers[0]).unwrap();
+        let store = ImageStore::open(store_dir.path(), ImageOptions::default()).unwrap();
+        assert!(store.get("x.io/bb:1").is_none());
+        assert!(store.list().is_empty());
+    }
+}
