@@ -287,19 +287,32 @@ impl ImageStore {
         Ok(image)
     }
 
-    /// Downloads and unpacks one layer unless it is already unpacked.
+    /// Downloads and unpacks one layer unless it is already unpacked; one fetch per layer at
+    /// a time, whichever images share it.
     async fn fetch_layer(
         &self,
         remote: &RemoteImage,
         layer: &Descriptor,
     ) -> Result<(), ImageError> {
-        let layer_dir = self.layer_dir(&layer.digest)?;
         let guard = {
             let mut locks = lock(&self.inner.layer_locks);
             locks.entry(layer.digest.clone()).or_default().clone()
         };
-        let _held = guard.lock().await;
-        if layer_dir.is_dir() {
+        let result = {
+            let _held = guard.lock().await;
+            self.fetch_layer_locked(remote, layer).await
+        };
+        // Waiters hold their own handle on the lock; the next fetch finds the layer unpacked.
+        lock(&self.inner.layer_locks).remove(&layer.digest);
+        result
+    }
+
+    async fn fetch_layer_locked(
+        &self,
+        remote: &RemoteImage,
+        layer: &Descriptor,
+    ) -> Result<(), ImageError> {
+        if self.layer_dir(&layer.digest)?.is_dir() {
             return Ok(());
         }
         let blob = self.blobs_dir().join(digest::sha256_hex(&layer.digest)?);
@@ -310,12 +323,9 @@ impl ImageStore {
         }
         let store = self.clone();
         let layer_digest = layer.digest.clone();
-        let result = tokio::task::spawn_blocking(move || store.unpack_blob(&layer_digest))
+        tokio::task::spawn_blocking(move || store.unpack_blob(&layer_digest))
             .await
-            .map_err(blocking_error)?;
-        drop(_held);
-        lock(&self.inner.layer_locks).remove(&layer.digest);
-        result
+            .map_err(blocking_error)?
     }
 
     /// Unpacks the stored blob `layer_digest` into `layers/<hex>` through a temporary
