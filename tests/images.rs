@@ -52,16 +52,17 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
                 storage.path().join("data").display()
             ),
         )
         .unwrap();
+        let log = std::fs::File::create(storage.path().join("registry.log")).unwrap();
         let child = Command::new(REGISTRY)
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -77,6 +78,22 @@ impl Registry {
             port,
             _storage: storage,
         }
+    }
+
+    /// GET requests for a path starting with `path` the registry logged as completed.
+    fn gets(&self, path: &str) -> usize {
+        let log = std::fs::read_to_string(self._storage.path().join("registry.log")).unwrap();
+        let count = log
+            .lines()
+            .filter(|l| l.contains("response completed") && l.contains("http.request.method=GET"))
+            .filter_map(|l| {
+                l.split_once("http.request.uri=")
+                    .map(|(_, uri)| uri.trim_start_matches('"'))
+            })
+            .filter(|uri| uri.starts_with(path))
+            .count();
+        eprintln!("{count} GET {path}*");
+        count
     }
 
     fn stop(&mut self) {
@@ -162,6 +179,21 @@ async fn images_pull_from_a_local_registry_with_each_policy() {
     assert_eq!(image.reference, remote);
     assert!(image.digest.starts_with("sha256:"), "{}", image.digest);
     assert_busybox(&image);
+    let layer = image.layers[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        registry.gets(&format!("/v2/test/busybox/blobs/sha256:{layer}")),
+        1
+    );
+    assert_eq!(
+        registry.gets("/v2/test/busybox/blobs/"),
+        2,
+        "the config and the layer"
+    );
+    assert_eq!(registry.gets("/v2/test/busybox/manifests/1 "), 1);
     assert_eq!(store.get(&remote), Some(image.clone()));
     let list = store.list();
     assert_eq!(list.len(), 1, "{list:?}");
