@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod hollow;
+pub mod images;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pod_status;

@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod events;
+pub mod image_source;
 pub mod logs;
 pub mod node;
 pub mod pleg;
