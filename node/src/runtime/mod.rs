@@ -9,6 +9,12 @@
 //! node process adopts what the previous one started: [`Runtime::list`] reports every sandbox
 //! and container, running or exited, with the labels given when it was created.
 
+pub mod oci;
+pub mod runc;
+pub mod shim;
+
+pub use runc::{RuncRuntime, ShimCommand};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
