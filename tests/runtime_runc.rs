@@ -3,6 +3,8 @@
 //! runtime over the same state directory, removal, exec, usage and sandbox namespaces.
 //! The shim is this crate's `keelson shim`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -195,11 +197,19 @@ async fn runtime_runc_logs_both_streams_and_exit_zero() {
     assert!(lines.iter().any(|l| l.ends_with(" stderr F err")), "{log}");
     for line in &lines {
         let time = line.split(' ').next().expect("time");
-        assert!(time.contains('T') && time.ends_with('Z'), "bad time in {line}");
+        assert!(
+            time.contains('T') && time.ends_with('Z'),
+            "bad time in {line}"
+        );
     }
     let exit: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(f.state.join("containers").join(&config.id).join("exit.json"))
-            .expect("exit.json"),
+        &std::fs::read(
+            f.state
+                .join("containers")
+                .join(&config.id)
+                .join("exit.json"),
+        )
+        .expect("exit.json"),
     )
     .expect("json");
     assert_eq!(exit["exit_code"], 0);
@@ -229,7 +239,10 @@ async fn runtime_runc_sigterm_ends_a_handling_init_and_sigkill_reports_the_signa
     // `sleep` ignores SIGTERM, as under Docker; the kubelet follows up with SIGKILL.
     let sleeper = f.config("sleeper", &["sleep", "1000"]);
     let info = rt.start_container(&sb, &sleeper).await.expect("start");
-    assert!(matches!(info.state, ContainerState::Running { .. }), "{info:?}");
+    assert!(
+        matches!(info.state, ContainerState::Running { .. }),
+        "{info:?}"
+    );
     rt.kill(&sleeper.id, 15).await.expect("sigterm");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let state = container(&rt, &sleeper.id).await.expect("listed").state;
@@ -243,7 +256,11 @@ async fn runtime_runc_sigterm_ends_a_handling_init_and_sigkill_reports_the_signa
     // An init that traps SIGTERM exits as it chooses.
     let trapper = f.config(
         "trapper",
-        &["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+        ],
     );
     rt.start_container(&sb, &trapper).await.expect("start");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -312,7 +329,10 @@ async fn runtime_runc_list_survives_a_node_restart() {
     // A new runtime over the same state directory: the node process restarted.
     let rt = f.runtime();
     let info = container(&rt, &config.id).await.expect("adopted");
-    assert!(matches!(info.state, ContainerState::Running { .. }), "{info:?}");
+    assert!(
+        matches!(info.state, ContainerState::Running { .. }),
+        "{info:?}"
+    );
     assert_eq!(info.labels, config.labels);
     assert_eq!(info.sandbox_id, f.sandbox().id);
     assert_eq!(info.log_path, config.log_path);
@@ -336,7 +356,10 @@ async fn runtime_runc_remove_leaves_nothing() {
     assert_eq!(f.runc_list().trim(), "");
     assert!(!dir.exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(&dir.display().to_string()), "still mounted");
+    assert!(
+        !mounts.contains(&dir.display().to_string()),
+        "still mounted"
+    );
     rt.remove_container(&config.id).await.expect("remove again");
     assert!(container(&rt, &config.id).await.is_none());
 }
@@ -360,7 +383,11 @@ async fn runtime_runc_exec_returns_output_and_exit_code() {
     assert_eq!(out.exit_code, 4);
     assert_eq!(out.output, "hi\n");
     let err = rt
-        .exec(&config.id, &["sleep".into(), "30".into()], Duration::from_millis(300))
+        .exec(
+            &config.id,
+            &["sleep".into(), "30".into()],
+            Duration::from_millis(300),
+        )
         .await
         .expect_err("timeout");
     assert!(matches!(err, RuntimeError::Timeout(_)), "{err:?}");

@@ -131,6 +131,9 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
+/// What [`Runtime::list`] returns: every sandbox and every container.
+pub type Listing = (Vec<SandboxInfo>, Vec<ContainerInfo>);
+
 /// The result of running a command in a container (exec probes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -188,7 +191,7 @@ pub trait Runtime: Send + Sync {
     fn remove_container(&self, id: &str) -> BoxFuture<'_, Result<(), RuntimeError>>;
 
     /// Every sandbox and every container (running or exited) this runtime holds.
-    fn list(&self) -> BoxFuture<'_, Result<(Vec<SandboxInfo>, Vec<ContainerInfo>), RuntimeError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Listing, RuntimeError>>;
 
     /// Runs `args` inside a running container, killing it after `timeout`.
     fn exec(

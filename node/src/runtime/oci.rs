@@ -9,8 +9,7 @@ use oci_spec::runtime::{
     get_default_maskedpaths, get_default_mounts, get_default_readonly_paths, Capability,
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::ContainerConfig;
@@ -19,7 +18,6 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// The CFS period the CPU limit is expressed in.
 pub const CPU_PERIOD_US: u64 = 100_000;
 pub const PIDS_LIMIT: i64 = 4096;
-const NOFILE_LIMIT: u64 = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -100,11 +98,8 @@ pub fn build_spec(
         )
         .capabilities(capabilities)
         .no_new_privileges(true)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(NOFILE_LIMIT)
-            .soft(NOFILE_LIMIT)
-            .build()?])
+        // No rlimits: the container inherits the node's (raising them may not be allowed).
+        .rlimits(Vec::new())
         .build()?;
 
     let mut namespaces = Vec::new();
@@ -238,7 +233,9 @@ mod tests {
         let env: Vec<String> = serde_json::from_value(process["env"].clone()).expect("env");
         assert!(env.contains(&"A=1".to_string()));
         assert!(env.iter().any(|e| e.starts_with("PATH=")));
-        let caps = process["capabilities"]["bounding"].as_array().expect("caps");
+        let caps = process["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps");
         assert!(caps.iter().any(|c| c == "CAP_CHOWN"));
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
 
@@ -261,7 +258,14 @@ mod tests {
         assert!(linux["readonlyPaths"].as_array().is_some());
 
         let mounts = json["mounts"].as_array().expect("mounts");
-        for dest in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+        for dest in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
             assert!(mounts.iter().any(|m| m["destination"] == dest), "{dest}");
         }
         let bind = mounts

@@ -31,7 +31,7 @@ use super::shim::{
 };
 use super::{
     labels_from_map, labels_map, ContainerConfig, ContainerInfo, ContainerState, ExecOutput,
-    Runtime, RuntimeError, SandboxConfig, SandboxInfo, Usage,
+    Listing, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Usage,
 };
 
 /// How long `start_container` waits for the shim to report.
@@ -343,7 +343,11 @@ impl RuncRuntime {
                 )));
             }
             if Instant::now() >= deadline {
-                let _ = self.runc_cmd().args(["kill", &config.id, "9"]).output().await;
+                let _ = self
+                    .runc_cmd()
+                    .args(["kill", &config.id, "9"])
+                    .output()
+                    .await;
                 return Err(RuntimeError::Timeout(START_TIMEOUT));
             }
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -475,15 +479,12 @@ impl RuncRuntime {
         }
         self.cleanup(id).await;
         if dir.exists() {
-            return Err(RuntimeError::Io(format!(
-                "cannot remove {}",
-                dir.display()
-            )));
+            return Err(RuntimeError::Io(format!("cannot remove {}", dir.display())));
         }
         Ok(())
     }
 
-    async fn do_list(&self) -> Result<(Vec<SandboxInfo>, Vec<ContainerInfo>), RuntimeError> {
+    async fn do_list(&self) -> Result<Listing, RuntimeError> {
         let mut sandboxes = Vec::new();
         for name in dir_names(&self.state_dir.join("sandboxes"))? {
             let Some(id) = name.strip_suffix(".json") else {
@@ -605,7 +606,7 @@ impl Runtime for RuncRuntime {
         Box::pin(async move { self.do_remove_container(&id).await })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<(Vec<SandboxInfo>, Vec<ContainerInfo>), RuntimeError>> {
+    fn list(&self) -> BoxFuture<'_, Result<Listing, RuntimeError>> {
         Box::pin(self.do_list())
     }
 
@@ -638,7 +639,11 @@ pub fn cgroup_path(container_id: &str) -> String {
 
 /// overlayfs mount options; `layers` lowest first (overlayfs wants the highest first).
 pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path) -> String {
-    let lower: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect();
     format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -700,11 +705,7 @@ fn parse_time(s: &str) -> Option<SystemTime> {
 /// Whether the shim with this pid still runs for this container (guards against pid reuse).
 fn shim_alive(pid: u32, id: &str) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| {
-            cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == id.as_bytes())
-        })
+        .map(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == id.as_bytes()))
         .unwrap_or(false)
 }
 

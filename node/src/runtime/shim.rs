@@ -623,9 +623,24 @@ mod tests {
     fn cri_records_are_formatted() {
         let t = "2026-01-02T03:04:05.123456789Z";
         let cases: [(Stream, bool, &str, &str); 3] = [
-            (Stream::Stdout, false, "hello", "2026-01-02T03:04:05.123456789Z stdout F hello\n"),
-            (Stream::Stderr, false, "", "2026-01-02T03:04:05.123456789Z stderr F \n"),
-            (Stream::Stderr, true, "a b", "2026-01-02T03:04:05.123456789Z stderr P a b\n"),
+            (
+                Stream::Stdout,
+                false,
+                "hello",
+                "2026-01-02T03:04:05.123456789Z stdout F hello\n",
+            ),
+            (
+                Stream::Stderr,
+                false,
+                "",
+                "2026-01-02T03:04:05.123456789Z stderr F \n",
+            ),
+            (
+                Stream::Stderr,
+                true,
+                "a b",
+                "2026-01-02T03:04:05.123456789Z stderr P a b\n",
+            ),
         ];
         for (stream, partial, text, want) in cases {
             let got = cri_record(t, stream, partial, text.as_bytes());
@@ -669,7 +684,11 @@ mod tests {
             (100, 1, 100, true),
         ];
         for (current, record, max, want) in cases {
-            assert_eq!(should_rotate(current, record, max), want, "{current} {record} {max}");
+            assert_eq!(
+                should_rotate(current, record, max),
+                want,
+                "{current} {record} {max}"
+            );
         }
     }
 
@@ -721,7 +740,10 @@ not json"#;
             oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
             2
         );
-        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"), 1);
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            1
+        );
         assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
     }
 }
