@@ -448,3 +448,34 @@ async fn runtime_runc_sandbox_netns_created_and_removed() {
     assert_eq!(sandbox.netns, None);
     rt.remove_sandbox(&sandbox.id).await.expect("remove");
 }
+
+#[tokio::test]
+async fn runtime_runc_log_rotates_and_splits_long_lines() {
+    let f = Fixture::new("logs");
+    let rt = f.runtime().with_log_limits(4096, 2);
+    let sb = f.sandbox();
+    let script = "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done";
+    let chatty = f.config("chatty", &["sh", "-c", script]);
+    rt.start_container(&sb, &chatty).await.expect("start");
+    assert_eq!(exit_of(&wait_exited(&rt, &chatty.id).await).0, Some(0));
+    let current = std::fs::read_to_string(&chatty.log_path).expect("log");
+    assert!(current.len() <= 4096, "{} bytes", current.len());
+    assert!(current.ends_with(" stdout F line-199-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"));
+    let rotated = PathBuf::from(format!("{}.1", chatty.log_path.display()));
+    assert!(rotated.exists());
+    assert!(!PathBuf::from(format!("{}.2", chatty.log_path.display())).exists());
+
+    // 40000 bytes without a newline: two 16 KiB partial records, then the rest in full.
+    let long = f.config(
+        "long",
+        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' a"],
+    );
+    let rt = f.runtime();
+    rt.start_container(&sb, &long).await.expect("start");
+    assert_eq!(exit_of(&wait_exited(&rt, &long.id).await).0, Some(0));
+    let log = std::fs::read_to_string(&long.log_path).expect("log");
+    let tags: Vec<&str> = log.lines().filter_map(|l| l.split(' ').nth(2)).collect();
+    assert_eq!(tags, ["P", "P", "F"], "{}", log.len());
+    rt.remove_container(&chatty.id).await.expect("remove");
+    rt.remove_container(&long.id).await.expect("remove");
+}
