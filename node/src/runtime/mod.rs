@@ -10,9 +10,11 @@
 //! and container, running or exited, with the labels given when it was created.
 
 pub mod oci;
+pub mod process;
 pub mod runc;
 pub mod shim;
 
+pub use process::ProcessRuntime;
 pub use runc::{RuncRuntime, ShimCommand};
 
 use std::collections::BTreeMap;

@@ -65,17 +65,17 @@ impl ShimCommand {
 
 /// `sandboxes/<id>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct SandboxRecord {
-    id: String,
-    pod_uid: String,
-    pod_namespace: String,
-    pod_name: String,
-    host_network: bool,
-    netns: Option<PathBuf>,
+pub(super) struct SandboxRecord {
+    pub(super) id: String,
+    pub(super) pod_uid: String,
+    pub(super) pod_namespace: String,
+    pub(super) pod_name: String,
+    pub(super) host_network: bool,
+    pub(super) netns: Option<PathBuf>,
 }
 
 impl SandboxRecord {
-    fn info(&self) -> SandboxInfo {
+    pub(super) fn info(&self) -> SandboxInfo {
         SandboxInfo {
             id: self.id.clone(),
             pod_uid: self.pod_uid.clone(),
@@ -88,12 +88,12 @@ impl SandboxRecord {
 
 /// `containers/<id>/meta.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct ContainerMeta {
-    id: String,
-    sandbox_id: String,
-    labels: BTreeMap<String, String>,
-    log_path: PathBuf,
-    created_at: String,
+pub(super) struct ContainerMeta {
+    pub(super) id: String,
+    pub(super) sandbox_id: String,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) log_path: PathBuf,
+    pub(super) created_at: String,
 }
 
 /// `containers/<id>/lost.json`: when a container was first seen gone without an exit record.
@@ -300,6 +300,7 @@ impl RuncRuntime {
             cgroup_path: cgroup_path(&config.id),
             max_log_bytes: self.max_log_bytes,
             max_log_files: self.max_log_files,
+            process_mode: false,
         };
         let mut child = Command::new(&self.shim.program)
             .args(&self.shim.args)
@@ -653,7 +654,7 @@ pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path) -> String 
 }
 
 /// Ids become file names and runc ids: letters, digits, `-`, `_`, `.`, not starting with `.`.
-fn validate_id(id: &str) -> Result<(), RuntimeError> {
+pub(super) fn validate_id(id: &str) -> Result<(), RuntimeError> {
     let ok = !id.is_empty()
         && id.len() <= 200
         && !id.starts_with('.')
@@ -686,11 +687,11 @@ pub fn stat_value(stat: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn parse_u64(s: &str) -> u64 {
+pub(super) fn parse_u64(s: &str) -> u64 {
     s.trim().parse().unwrap_or(0)
 }
 
-fn exit_code(status: &std::process::ExitStatus) -> i32 {
+pub(super) fn exit_code(status: &std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
@@ -698,19 +699,19 @@ fn exit_code(status: &std::process::ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
+pub(super) fn parse_time(s: &str) -> Option<SystemTime> {
     s.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
 }
 
 /// Whether the shim with this pid still runs for this container (guards against pid reuse).
-fn shim_alive(pid: u32, id: &str) -> bool {
+pub(super) fn shim_alive(pid: u32, id: &str) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == id.as_bytes()))
         .unwrap_or(false)
 }
 
 /// When a container without an exit record was first noticed gone (recorded, so stable).
-fn lost_since(dir: &Path) -> SystemTime {
+pub(super) fn lost_since(dir: &Path) -> SystemTime {
     let file = dir.join("lost.json");
     if let Some(t) = read_json::<LostRecord>(&file).and_then(|r| parse_time(&r.noticed_at)) {
         return t;
@@ -722,12 +723,12 @@ fn lost_since(dir: &Path) -> SystemTime {
     parse_time(&record.noticed_at).unwrap_or_else(SystemTime::now)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     let data = fs::read(path).ok()?;
     serde_json::from_slice(&data).ok()
 }
 
-fn dir_names(dir: &Path) -> Result<Vec<String>, RuntimeError> {
+pub(super) fn dir_names(dir: &Path) -> Result<Vec<String>, RuntimeError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -760,7 +761,7 @@ async fn run_ip(args: &[&str]) -> Result<(), RuntimeError> {
     }
 }
 
-fn io(what: &str, e: std::io::Error) -> RuntimeError {
+pub(super) fn io(what: &str, e: std::io::Error) -> RuntimeError {
     RuntimeError::Io(format!("{what}: {e}"))
 }
 

@@ -64,7 +64,21 @@ pub struct ShimArgs {
     pub max_log_bytes: u64,
     /// How many log files to keep, the current one included (at least 1).
     pub max_log_files: u32,
+    /// Run `process.json` as a supervised host process instead of a runc container.
+    pub process_mode: bool,
 }
+
+/// `process.json`: the command of a process-runtime container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Applied as RLIMIT_AS (through `prlimit`).
+    pub memory_limit_bytes: Option<u64>,
+}
+
+pub const PROCESS_FILE: &str = "process.json";
 
 impl ShimArgs {
     /// The arguments after `shim`.
@@ -86,6 +100,8 @@ impl ShimArgs {
             self.max_log_bytes.to_string(),
             "--max-log-files".into(),
             self.max_log_files.to_string(),
+            "--mode".into(),
+            if self.process_mode { "process" } else { "runc" }.into(),
         ]
     }
 
@@ -100,6 +116,7 @@ impl ShimArgs {
             cgroup_path: String::new(),
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             max_log_files: DEFAULT_MAX_LOG_FILES,
+            process_mode: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -122,6 +139,13 @@ impl ShimArgs {
                     parsed.max_log_files = value
                         .parse()
                         .map_err(|_| ShimError::Args(format!("bad --max-log-files {value}")))?
+                }
+                "--mode" => {
+                    parsed.process_mode = match value.as_str() {
+                        "runc" => false,
+                        "process" => true,
+                        _ => return Err(ShimError::Args(format!("bad --mode {value}"))),
+                    }
                 }
                 other => return Err(ShimError::Args(format!("unknown flag {other}"))),
             }
@@ -181,7 +205,12 @@ pub fn shim_main(args: ShimArgs) -> i32 {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         shim_log(&args.bundle, &format!("cannot become child subreaper: {e}"));
     }
-    match run(&args) {
+    let result = if args.process_mode {
+        run_process(&args)
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             shim_log(&args.bundle, &e.to_string());
@@ -307,6 +336,97 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
         },
     )?;
     Ok(())
+}
+
+/// Process mode: runs `process.json` in its own process group; when its main process exits,
+/// whatever it left in the group is killed (as a pid namespace would).
+fn run_process(args: &ShimArgs) -> Result<(), ShimError> {
+    let dir = &args.bundle;
+    let spec: ProcessSpec = match fs::read(dir.join(PROCESS_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+    {
+        Some(spec) => spec,
+        None => return fail_process_start(args, "unreadable process.json"),
+    };
+    let Some((program, rest)) = spec.args.split_first() else {
+        return fail_process_start(args, "no command given");
+    };
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let mut cmd = match spec.memory_limit_bytes {
+        Some(limit) => {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--as={limit}")).arg("--").arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    };
+    use std::os::unix::process::CommandExt;
+    cmd.args(rest)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_write))
+        .stderr(Stdio::from(err_write));
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return fail_process_start(args, &format!("cannot run {program}: {e}")),
+    };
+    // The pipes' write ends went to the child with `cmd`; drop it so EOF comes at its end.
+    drop(cmd);
+    let pid = child.id();
+    write_json_atomic(
+        &dir.join(STARTED_FILE),
+        &StartedRecord {
+            pid,
+            shim_pid: std::process::id(),
+            started_at: now_rfc3339(),
+        },
+    )?;
+    let writer = Arc::new(Mutex::new(LogWriter::open(
+        &args.log_path,
+        args.max_log_bytes,
+        args.max_log_files,
+    )?));
+    let (done_tx, done_rx) = mpsc::channel();
+    for (fd, stream) in [(out_read, Stream::Stdout), (err_read, Stream::Stderr)] {
+        let writer = Arc::clone(&writer);
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            copy_stream(File::from(fd), stream, &writer);
+            let _ = done.send(());
+        });
+    }
+    drop(done_tx);
+    let (exit_code, signal) = wait_for(pid);
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    if let Ok(mut w) = writer.lock() {
+        w.flush();
+    }
+    write_json_atomic(
+        &dir.join(EXIT_FILE),
+        &ExitRecord {
+            exit_code,
+            signal,
+            finished_at: now_rfc3339(),
+            oom_killed: false,
+        },
+    )
+}
+
+fn fail_process_start(args: &ShimArgs, message: &str) -> Result<(), ShimError> {
+    write_atomic(&args.bundle.join(START_ERROR_FILE), message.as_bytes())?;
+    Err(ShimError::Io(format!("start failed: {message}")))
 }
 
 /// Records why the container could not start and removes what runc made of it.
@@ -720,6 +840,7 @@ mod tests {
             cgroup_path: "/keelson/k-1".into(),
             max_log_bytes: 123,
             max_log_files: 4,
+            process_mode: true,
         };
         assert_eq!(ShimArgs::parse(&args.to_args()).ok(), Some(args));
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
