@@ -20,13 +20,22 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_enum, env = "KEELSON_RUNTIME")]
     runtime: Runtime,
     /// The masters' API addresses (HOST:PORT): the node connects over QUIC with `--token`.
-    #[arg(long, env = "KEELSON_MASTERS", value_delimiter = ',', conflicts_with = "kubeconfig")]
+    #[arg(
+        long,
+        env = "KEELSON_MASTERS",
+        value_delimiter = ',',
+        conflicts_with = "kubeconfig"
+    )]
     masters: Vec<String>,
     /// The join token (a master's `node-token` file) for `--masters`.
     #[arg(long, env = "KEELSON_TOKEN")]
     token: Option<String>,
     /// Where the node keeps the cluster CA and its credential.
-    #[arg(long, env = "KEELSON_DATA_DIR", default_value = "/var/lib/keelson-node")]
+    #[arg(
+        long,
+        env = "KEELSON_DATA_DIR",
+        default_value = "/var/lib/keelson-node"
+    )]
     data_dir: PathBuf,
     /// Instead of `--masters`: the kubeconfig with the API's URL, CA and token (a master's
     /// admin.kubeconfig); the nodes speak HTTPS.

@@ -44,9 +44,10 @@ async fn wait_for(
 }
 
 fn ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    node["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn tail(log: &str) -> String {
@@ -72,7 +73,11 @@ async fn node_link_nodes_join_run_pods_and_fail_over() {
     assert!(token.starts_with("K10"), "{token}");
     for m in &cluster.masters[1..] {
         let other = std::fs::read_to_string(m.dir.join("node-token")).unwrap();
-        assert_eq!(other.trim(), token, "every master writes the same join token");
+        assert_eq!(
+            other.trim(),
+            token,
+            "every master writes the same join token"
+        );
     }
     let long = Duration::from_secs(60);
 
@@ -94,7 +99,9 @@ async fn node_link_nodes_join_run_pods_and_fail_over() {
     let mut stranger = HollowNodes::start_quic(&cluster, "stranger", &wrong_ca, &[]);
     assert_eq!(stranger.wait_exit(long), Some(false));
     assert!(
-        stranger.log().contains("does not match the join token's hash"),
+        stranger
+            .log()
+            .contains("does not match the join token's hash"),
         "{}",
         stranger.log()
     );
@@ -343,7 +350,11 @@ async fn node_link_logs_stream_from_the_node_through_any_master() {
             .get("/api/v1/namespaces/default/pods/chatty/log?container=missing")
             .await;
         assert_eq!(missing.code, 404, "master {i}: {}", missing.text);
-        assert!(missing.text.contains("is not in pod chatty"), "{}", missing.text);
+        assert!(
+            missing.text.contains("is not in pod chatty"),
+            "{}",
+            missing.text
+        );
     }
 
     // Phase 3: a followed log streams until the client goes away.
@@ -386,7 +397,9 @@ async fn node_link_logs_stream_from_the_node_through_any_master() {
     let reply = api.get("/api/v1/namespaces/default/pods/orphan/log").await;
     assert_eq!(reply.code, 503, "{}", reply.text);
     assert!(
-        reply.text.contains("node ghost is not connected to any master"),
+        reply
+            .text
+            .contains("node ghost is not connected to any master"),
         "{}",
         reply.text
     );

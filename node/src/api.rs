@@ -226,7 +226,6 @@ async fn quic_send(
 }
 
 impl HttpsClient {
-
     fn server(&self, attempt: usize) -> (usize, &str) {
         let index = (self.current.load(Ordering::Relaxed) + attempt) % self.servers.len();
         (index, &self.servers[index])

@@ -17,8 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use keelson_api::node_link::{
     close_code, decode_body, encode_frame, frame_len, hex, Callback, Chunk, Hello, JoinToken,
-    Request, ResponseHead, Welcome, CHUNK_BYTES_MAX, FRAME_BYTES_MAX,
-    FRAME_HEADER_BYTES,
+    Request, ResponseHead, Welcome, CHUNK_BYTES_MAX, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use serde::de::DeserializeOwned;
@@ -256,9 +255,11 @@ fn ca_hash(pem: &str) -> Result<String, String> {
     use rustls::pki_types::pem::PemObject;
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| format!("the CA is not PEM: {e}"))?;
-    Ok(hex(
-        ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref(),
-    ))
+    Ok(hex(ring::digest::digest(
+        &ring::digest::SHA256,
+        der.as_ref(),
+    )
+    .as_ref()))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), LinkError> {
@@ -359,7 +360,8 @@ impl NodeLink {
     pub async fn close(&self) {
         let mut current = self.inner.current.lock().await;
         if let Some(live) = current.conn.take() {
-            live.conn.close(close_code::DONE.into(), b"the node is stopping");
+            live.conn
+                .close(close_code::DONE.into(), b"the node is stopping");
         }
     }
 
@@ -437,7 +439,7 @@ impl NodeLink {
                 }
             }
             Err(last.unwrap_or_else(|| LinkError::Setup("no masters".to_string())))
-            })
+        })
     }
 
     /// The CA (from `ca.crt` if it matches the token, else fetched and checked).

@@ -322,13 +322,8 @@ impl ApiServer {
         let mut node_endpoint = None;
         let mut node_task = None;
         if let Some(keys) = node_keys {
-            let (endpoint, task) = crate::nodelink::start(
-                state.clone(),
-                keys,
-                local_addr,
-                &serving,
-                stopped.clone(),
-            )?;
+            let (endpoint, task) =
+                crate::nodelink::start(state.clone(), keys, local_addr, &serving, stopped.clone())?;
             node_endpoint = Some(endpoint);
             node_task = Some(task);
         }

@@ -2,16 +2,16 @@
 //! `binding` (a pod assigned to a node), `eviction`, and `log` (served by nodes).
 
 use http::StatusCode;
+use keelson_api::node_link::{log_request_from_query, CONNECTED_MASTER_ANNOTATION};
 use keelson_api::selectors::LabelSelector;
 use keelson_api::status::StatusError;
 use keelson_api::{object, patch};
-use keelson_api::node_link::{log_request_from_query, CONNECTED_MASTER_ANNOTATION};
 use keelson_raft::Consistency;
-use warp::reply::Response;
 use serde_json::{json, Value};
+use warp::reply::Response;
 
-use super::objects::{not_found, read, read_consistency, Reply};
 use super::forward::FORWARDED_HEADER;
+use super::objects::{not_found, read, read_consistency, Reply};
 use super::request::{status_reply, stream_reply, ApiRequest};
 use super::route::ResourcePath;
 use super::storage::object_key;
@@ -307,11 +307,9 @@ async fn log_stream(
         Err(_) => None,
     };
     match master {
-        Some(master) if master != *state.name => {
-            super::forward::log_to_master(state, req, &master)
-                .await
-                .ok_or_else(not_connected)?
-        }
+        Some(master) if master != *state.name => super::forward::log_to_master(state, req, &master)
+            .await
+            .ok_or_else(not_connected)?,
         _ => Err(not_connected()),
     }
 }

@@ -15,9 +15,8 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
 use keelson_api::node_link::{
-    close_code, decode_body, encode_frame, frame_len, Chunk, Hello, Request, ResponseHead,
-    Welcome, ALPN, CHUNK_BYTES_MAX, CONNECTED_MASTER_ANNOTATION, FRAME_HEADER_BYTES,
-    REQUEST_BODY_BYTES_MAX,
+    close_code, decode_body, encode_frame, frame_len, Chunk, Hello, Request, ResponseHead, Welcome,
+    ALPN, CHUNK_BYTES_MAX, CONNECTED_MASTER_ANNOTATION, FRAME_HEADER_BYTES, REQUEST_BODY_BYTES_MAX,
 };
 use keelson_api::status::StatusError;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -170,7 +169,10 @@ async fn accept_loop(
             }
         });
     }
-    endpoint.close(close_code::UNAVAILABLE.into(), b"the master is shutting down");
+    endpoint.close(
+        close_code::UNAVAILABLE.into(),
+        b"the master is shutting down",
+    );
 }
 
 /// Refuses a node: closes its connection with a reason it logs.
@@ -192,15 +194,11 @@ async fn serve_connection(
         .await
         .map_err(|_| "no hello in time".to_string())?
         .map_err(|e| e.to_string())?;
-    let hello: Hello = match tokio::time::timeout(
-        HELLO_TIMEOUT,
-        read_frame(&mut recv, HELLO_BYTES_MAX),
-    )
-    .await
-    {
-        Ok(Ok(Some(hello))) => hello,
-        _ => return Err(refuse(&conn, close_code::PROTOCOL, "expected a hello")),
-    };
+    let hello: Hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, HELLO_BYTES_MAX)).await {
+            Ok(Ok(Some(hello))) => hello,
+            _ => return Err(refuse(&conn, close_code::PROTOCOL, "expected a hello")),
+        };
     let master = state.name.to_string();
     let (node, welcome) = match hello {
         Hello::GetCa => {
@@ -228,7 +226,10 @@ async fn serve_connection(
                 return Err(refuse(
                     &conn,
                     close_code::PROTOCOL,
-                    &format!("the node name {node_name:?} is invalid: {}", invalid.join("; ")),
+                    &format!(
+                        "the node name {node_name:?} is invalid: {}",
+                        invalid.join("; ")
+                    ),
                 ));
             }
             let credential = keys.credential(&node_name);
@@ -242,9 +243,12 @@ async fn serve_connection(
             )
         }
         Hello::Node { credential } => match keys.verify(&credential) {
-            Some(node) => (node, Welcome::Accepted {
-                master: master.clone(),
-            }),
+            Some(node) => (
+                node,
+                Welcome::Accepted {
+                    master: master.clone(),
+                },
+            ),
             None => {
                 return Err(refuse(
                     &conn,
@@ -261,7 +265,11 @@ async fn serve_connection(
     let _ = send.finish();
     let credential = keys.credential(&node);
     let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {credential}")) else {
-        return Err(refuse(&conn, close_code::PROTOCOL, "the node name is not a valid header"));
+        return Err(refuse(
+            &conn,
+            close_code::PROTOCOL,
+            "the node name is not a valid header",
+        ));
     };
     tracing::info!(node = %node, remote = %conn.remote_address(), "node connected");
     state.node_links.insert(&node, conn.clone());

@@ -74,7 +74,10 @@ impl Registry {
                 Some(1),
             )
         };
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unavailable(e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         write_frame(&mut send, &Callback::Logs(request))
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -114,10 +117,7 @@ impl Registry {
             match read_frame::<Chunk>(&mut recv, FRAME_BYTES_MAX).await {
                 Ok(Some(Chunk(chunk))) => Some((Ok(Bytes::from(chunk)), (recv, send))),
                 Ok(None) => None,
-                Err(e) => Some((
-                    Err(std::io::Error::other(e.to_string())),
-                    (recv, send),
-                )),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (recv, send))),
             }
         });
         // After an error the stream ends: the unfold above would repeat it.
