@@ -387,7 +387,11 @@ impl NodeLink {
         Err(last.unwrap_or_else(|| LinkError::Setup("no masters".to_string())))
     }
 
+    /// Drops a connection that failed a request, closing it so the master forgets it at
+    /// once (and stops naming itself the node's master).
     async fn forget(&self, dead: &Live) {
+        dead.conn
+            .close(close_code::DONE.into(), b"the connection failed a request");
         let mut current = self.inner.current.lock().await;
         if current
             .conn
