@@ -2,6 +2,8 @@
 //! through runc: logs, restarts with back-off, probes, memory limits, graceful deletion,
 //! adoption after a node restart, and fail-over between masters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
