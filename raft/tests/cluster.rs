@@ -161,8 +161,14 @@ async fn losing_the_leader_loses_no_acknowledged_write() {
     tracing::info!("new leader after {:?}", before_failover.elapsed());
 
     // Phase 2: writes resume on the new leader.
+    // (Polled rather than slept: on a loaded machine the writers' retries take a while.)
     let resumed_from = cluster.store(new_leader).keyspace().revision();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster.store(new_leader).keyspace().revision() <= resumed_from + 10
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let acked = collect_acked(writers).await;
     assert!(
