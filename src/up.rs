@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 
 use crate::{master, node_cmd};
 
@@ -73,21 +72,44 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .trim(),
         ),
     };
-    let mut master = tokio::spawn(master::run(master::MasterArgs::single(
-        "up",
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node = tokio::spawn(run_node(
         master_dir.clone(),
-        args.api,
-        args.peer,
-    )));
-    // The master writes its node join token once its API serves.
+        node_dir,
+        node_name,
+        args.api.to_string(),
+        stop_rx,
+    ));
+    // The master runs on this task: its control plane starts actix actors, which need the
+    // System's thread. It stops on SIGTERM/SIGINT by itself; the node follows it.
+    let result = master::run(master::MasterArgs::single(
+        "up", master_dir, args.api, args.peer,
+    ))
+    .await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), node).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the node failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the node panicked"),
+        Err(_) => tracing::warn!("the node did not stop within 10 s"),
+        Ok(Ok(Ok(()))) => {}
+    }
+    result
+}
+
+/// Waits for the master's join token, then runs the node until `stop`.
+async fn run_node(
+    master_dir: PathBuf,
+    node_dir: PathBuf,
+    node_name: String,
+    api: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let token_path = master_dir.join("node-token");
+    let kubeconfig = master_dir.join("admin.kubeconfig");
     let started = std::time::Instant::now();
     let token = loop {
-        if master.is_finished() {
-            return master.await.context("the master panicked")?;
-        }
         if let Ok(token) = std::fs::read_to_string(&token_path) {
-            if !token.trim().is_empty() && master_dir.join("admin.kubeconfig").exists() {
+            if !token.trim().is_empty() && kubeconfig.exists() {
                 break token.trim().to_string();
             }
         }
@@ -96,32 +118,17 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             "the master did not write {} within {MASTER_START_TIMEOUT:?}",
             token_path.display()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     };
-    let kubeconfig = master_dir.join("admin.kubeconfig");
     println!("keelson up: node {node_name} joining; to use the cluster:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kctl get nodes");
     println!("  kctl apply -f examples/hello.yaml && kctl get pods -w");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let node_args = node_cmd::NodeArgs::for_up(&node_name, node_dir, &args.api.to_string(), &token);
-    let mut node = tokio::spawn(node_cmd::run_until(node_args, stop_rx));
-    // The master stops on SIGTERM/SIGINT by itself; the node follows it.
-    let result = tokio::select! {
-        result = &mut master => result.context("the master panicked")?,
-        result = &mut node => {
-            let node_result = result.context("the node panicked")?;
-            if let Err(e) = &node_result {
-                tracing::error!(error = %format!("{e:#}"), "the node stopped; the master keeps running");
-            }
-            master.await.context("the master panicked")?
-        }
-    };
-    let _ = stop_tx.send(true);
-    if !node.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), node).await;
-    }
-    result
+    let node_args = node_cmd::NodeArgs::for_up(&node_name, node_dir, &api, &token);
+    node_cmd::run_until(node_args, stop).await
 }
 
 #[cfg(test)]

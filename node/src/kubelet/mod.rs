@@ -138,8 +138,8 @@ impl Kubelet {
             backoff: config.backoff,
         };
         pod_loop(shared, stop).await;
-        let _ = heartbeat.await;
-        let _ = relist.await;
+        heartbeat.abort();
+        relist.abort();
         Ok(())
     }
 }
@@ -316,8 +316,9 @@ async fn pod_loop(shared: worker::Shared, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+    // Workers are level-triggered: one stopped mid-action is picked up by the next kubelet.
     for (_, worker) in dispatcher.workers.drain() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), worker.task).await;
+        worker.task.abort();
     }
 }
 
