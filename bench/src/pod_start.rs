@@ -42,6 +42,8 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one pod gets to be Running.
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the deleted pods get to be gone.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one `runc run` or `ctr run` may take.
 const BASELINE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the node settles after the last pod before its memory is read.
@@ -294,11 +296,37 @@ fn runc_delete_all(runc: &Path, root: &Path) {
     }
 }
 
+/// The network namespace names (in /run/netns) the node's sandbox records hold
+/// (`sandboxes/<id>.json` with `"netns": "/run/netns/NAME"`).
+fn sandbox_netns(sandboxes: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|bytes| netns_name(&serde_json::from_slice(&bytes).ok()?))
+        .collect()
+}
+
+/// The name of a sandbox record's network namespace, if it is one of /run/netns.
+pub(crate) fn netns_name(record: &Value) -> Option<String> {
+    let path = Path::new(record["netns"].as_str()?);
+    if path.parent() != Some(Path::new("/run/netns")) {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    (!name.is_empty() && name != "..").then(|| name.to_string())
+}
+
 /// Leaves nothing behind when dropped (after the processes' guards, which stop the node and
-/// masters): the containers of the runc roots, the node's shims, the mounts inside `dir`.
+/// masters): the containers of the runc roots, the node's shims, the network namespaces of
+/// its sandboxes, the mounts inside `dir`.
 struct Cleanup {
     runc: PathBuf,
     runc_roots: Vec<PathBuf>,
+    /// The node's sandbox records.
+    sandboxes: Option<PathBuf>,
     dir: PathBuf,
 }
 
@@ -307,6 +335,15 @@ impl Drop for Cleanup {
         for root in &self.runc_roots {
             if root.exists() {
                 runc_delete_all(&self.runc, root);
+            }
+        }
+        if let Some(sandboxes) = &self.sandboxes {
+            for name in sandbox_netns(sandboxes) {
+                if Path::new("/run/netns").join(&name).exists() {
+                    if let Err(e) = run_quiet(Command::new("ip").args(["netns", "delete", &name])) {
+                        eprintln!("cannot remove network namespace {name}: {e:#}");
+                    }
+                }
             }
         }
         let dir = self.dir.to_string_lossy().into_owned();
@@ -416,6 +453,7 @@ fn runc_baseline(runc: &Path, dir: &Path, pods: usize) -> anyhow::Result<Summary
     let _cleanup = Cleanup {
         runc: runc.to_path_buf(),
         runc_roots: vec![root.clone()],
+        sandboxes: None,
         dir: bundle.clone(),
     };
     let err_log = dir.join("runc-run.err");
@@ -698,6 +736,38 @@ async fn start_pods(
     Ok((summarize(&to_running), summarize(&creates)))
 }
 
+/// Deletes the pods through the API and waits (bounded) until the node has removed them, so
+/// it tears their sandboxes down itself; says how long that took.
+async fn delete_pods(api: &mut ApiTarget, pods: usize) -> String {
+    let started = Instant::now();
+    for i in 0..pods {
+        let path = format!("{PODS_PATH}/start-{i}");
+        match call(api, hyper::Method::DELETE, &path, None).await {
+            Ok((200 | 202 | 404, _)) => {}
+            Ok((code, body)) => return format!("deleting start-{i} answered {code}: {body}"),
+            Err(e) => return format!("deleting start-{i}: {e:#}"),
+        }
+    }
+    let list = format!("{PODS_PATH}?labelSelector={LABEL_SELECTOR}");
+    let mut left = pods;
+    while started.elapsed() < DELETE_TIMEOUT {
+        if let Ok((200, body)) = call(api, hyper::Method::GET, &list, None).await {
+            left = body["items"].as_array().map_or(left, Vec::len);
+            if left == 0 {
+                return format!(
+                    "{pods} pods deleted and gone {:.1} s after the first delete",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    format!(
+        "{left} of {pods} pods still present {} s after their deletes (removed by the clean-up)",
+        DELETE_TIMEOUT.as_secs()
+    )
+}
+
 /// The memory lines: the node agent's VmRSS (and Pss), its shims', against the goal.
 fn memory_report(node_pid: u32, dir: &Path, pods: usize) -> anyhow::Result<String> {
     let (node_rss, node_pss) = memory_of(node_pid)
@@ -792,6 +862,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, pods: usize) -> anyhow::Resu
     let _cleanup = Cleanup {
         runc: runc.clone(),
         runc_roots: vec![dir.join("node").join("runtime").join("runc")],
+        sandboxes: Some(dir.join("node").join("runtime").join("sandboxes")),
         dir: dir.to_path_buf(),
     };
     eprintln!("starting 3 keelson masters");
@@ -862,6 +933,8 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, pods: usize) -> anyhow::Resu
             "(a debug build of keelson: its resident memory is larger than a release build's)"
         );
     }
+    eprintln!("deleting the pods");
+    println!("{}", delete_pods(&mut api, pods).await);
     // Stop the node before the masters, then the cleanup removes what it left.
     drop(processes);
     drop(cluster);
@@ -1033,6 +1106,24 @@ tmpfs /tmp/b/node/containers/a/rootfs/dev tmpfs rw 0 0
         assert_eq!(spec["linux"]["namespaces"][0]["type"], json!("network"));
         assert!(edit_spec(&mut json!([]), &["sleep"], "b").is_err());
         assert!(edit_spec(&mut json!({"root": {}}), &["sleep"], "b").is_err());
+    }
+
+    #[test]
+    fn netns_names_come_from_sandbox_records_in_run_netns_only() {
+        let cases = [
+            (
+                json!({"id": "a", "netns": "/run/netns/keelson-a"}),
+                Some("keelson-a"),
+            ),
+            (json!({"id": "a", "netns": null}), None),
+            (json!({"id": "a"}), None),
+            (json!({"netns": "/etc/passwd"}), None),
+            (json!({"netns": "/run/netns/.."}), None),
+            (json!({"netns": "/run/netns/"}), None),
+        ];
+        for (record, expected) in cases {
+            assert_eq!(netns_name(&record).as_deref(), expected, "{record}");
+        }
     }
 
     #[test]
