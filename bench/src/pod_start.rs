@@ -180,7 +180,9 @@ pub(crate) fn is_shim_of(cmdline: &[u8], dir: &str) -> bool {
     let program_is_keelson = args
         .first()
         .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|n| n == "keelson");
+        .and_then(|n| n.to_str())
+        // `keelson (deleted)` once the binary has been replaced.
+        .is_some_and(|n| n.starts_with("keelson"));
     program_is_keelson
         && args.get(1).is_some_and(|a| a == "shim")
         && args.iter().skip(2).any(|a| a.contains(dir))
@@ -834,6 +836,12 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, pods: usize) -> anyhow::Resu
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("keelson: {}", keelson.display());
+    // A copy: builds replacing the binary during the run change nothing.
+    let copy = dir.join("keelson");
+    std::fs::copy(keelson, &copy)
+        .with_context(|| format!("cannot copy {} into {}", keelson.display(), dir.display()))?;
+    let is_debug = keelson.to_string_lossy().contains("/debug/");
+    let keelson = copy.as_path();
 
     eprintln!("runc baseline: {pods} containers");
     let runc_result = {
@@ -928,7 +936,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, pods: usize) -> anyhow::Resu
         print!("{}", comparison(&keelson_row, "ctr", ctr));
     }
     print!("{memory}");
-    if keelson.to_string_lossy().contains("/debug/") {
+    if is_debug {
         println!(
             "(a debug build of keelson: its resident memory is larger than a release build's)"
         );
@@ -1043,7 +1051,7 @@ mod tests {
     #[test]
     fn shims_are_keelson_shim_with_an_argument_in_the_dir() {
         let dir = "/tmp/keelson-bench-x";
-        let cases: [(&[u8], bool); 5] = [
+        let cases: [(&[u8], bool); 6] = [
             (
                 b"/var/tmp/keelson-target/debug/keelson\0shim\0--runc-root\0/tmp/keelson-bench-x/node/runtime/runc\0",
                 true,
@@ -1057,6 +1065,7 @@ mod tests {
                 false,
             ),
             (b"/usr/bin/sleep\0shim\0/tmp/keelson-bench-x\0", false),
+            (b"/tmp/keelson-bench-x/keelson (deleted)\0shim\0/tmp/keelson-bench-x/r\0", true),
             (b"", false),
         ];
         for (cmdline, expected) in cases {
