@@ -75,6 +75,13 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // `keelson shim ...`: the per-container shim the runc runtime starts. It is plain blocking
+    // code and must not start tracing, actix or tokio (nor parse the public command line).
+    if std::env::args().nth(1).as_deref() == Some("shim") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let code = keelson_node::runtime::shim::run_from_args(&args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     // One TLS crypto provider for the whole process (reqwest brings none of its own).
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -173,6 +173,7 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
         listen: args.api,
         hosts: api_hosts(&config_hosts(&args.peers)),
         data_dir: args.data_dir.clone(),
+        cluster_token: Some(token.clone()),
     };
     // The API needs the store to have a leader on first start (for the cluster CA); a signal
     // meanwhile still stops the master cleanly.

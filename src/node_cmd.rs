@@ -1,4 +1,5 @@
-//! `keelson node`: runs nodes against the masters' HTTPS API; for now only the hollow runtime
+//! `keelson node`: runs nodes against the masters, over the node link (QUIC, `--masters` and
+//! a join token) or the HTTPS API (`--kubeconfig`); for now only the hollow runtime
 //! (kubemark-style nodes that register, heartbeat and report pods Running).
 
 use std::path::PathBuf;
@@ -18,9 +19,28 @@ pub(crate) struct NodeArgs {
     /// What runs the pods.
     #[arg(long, value_enum, env = "KEELSON_RUNTIME")]
     runtime: Runtime,
-    /// The kubeconfig with the API's URL, CA and token (a master's admin.kubeconfig).
+    /// The masters' API addresses (HOST:PORT): the node connects over QUIC with `--token`.
+    #[arg(
+        long,
+        env = "KEELSON_MASTERS",
+        value_delimiter = ',',
+        conflicts_with = "kubeconfig"
+    )]
+    masters: Vec<String>,
+    /// The join token (a master's `node-token` file) for `--masters`.
+    #[arg(long, env = "KEELSON_TOKEN")]
+    token: Option<String>,
+    /// Where the node keeps the cluster CA and its credential.
+    #[arg(
+        long,
+        env = "KEELSON_DATA_DIR",
+        default_value = "/var/lib/keelson-node"
+    )]
+    data_dir: PathBuf,
+    /// Instead of `--masters`: the kubeconfig with the API's URL, CA and token (a master's
+    /// admin.kubeconfig); the nodes speak HTTPS.
     #[arg(long, env = "KEELSON_KUBECONFIG")]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// More API URLs to fail over to, after the kubeconfig's.
     #[arg(long = "server", env = "KEELSON_SERVERS", value_delimiter = ',')]
     servers: Vec<String>,
@@ -57,10 +77,28 @@ fn node_names(name: &str, count: Option<usize>) -> Vec<String> {
 
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let Runtime::Hollow = args.runtime;
-    let config =
-        keelson_node::Kubeconfig::load(&args.kubeconfig).context("loading the kubeconfig")?;
-    let api =
-        keelson_node::ApiClient::new(&config, &args.servers).context("building the API client")?;
+    let api = match (&args.kubeconfig, args.masters.is_empty()) {
+        (Some(path), _) => {
+            let config = keelson_node::Kubeconfig::load(path).context("loading the kubeconfig")?;
+            keelson_node::ApiClient::new(&config, &args.servers)
+                .context("building the API client")?
+        }
+        (None, false) => {
+            let Some(token) = args.token.as_deref() else {
+                anyhow::bail!("--masters needs --token JOIN_TOKEN (a master's node-token file)");
+            };
+            let link = keelson_node::NodeLink::connect(
+                args.masters.clone(),
+                &args.data_dir,
+                token,
+                &args.name,
+            )
+            .await
+            .context("connecting to the masters")?;
+            keelson_node::ApiClient::over_quic(link)
+        }
+        (None, true) => anyhow::bail!("give --masters (and --token) or --kubeconfig"),
+    };
     let hollow = keelson_node::HollowConfig {
         names: node_names(&args.name, args.count),
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),

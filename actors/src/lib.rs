@@ -15,6 +15,7 @@ pub(crate) mod controllers;
 pub mod events;
 pub mod informer;
 pub mod leader;
+pub(crate) mod nodelink;
 pub mod pki;
 pub(crate) mod scheduler;
 pub mod supervisor;

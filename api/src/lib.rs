@@ -8,6 +8,7 @@
 pub use k8s_openapi;
 
 pub mod defaults;
+pub mod node_link;
 pub mod object;
 pub mod patch;
 pub mod protobuf;

@@ -1,6 +1,7 @@
-//! An HTTPS client of the Kubernetes API that fails over between masters: a request that
-//! cannot reach a server (or gets 503 from it) is tried on the next one, a bounded number of
-//! times.
+//! A client of the Kubernetes API that fails over between masters, over either transport:
+//! HTTPS with a kubeconfig (a request that cannot reach a server, or gets 503 from it, is tried
+//! on the next one, a bounded number of times), or the node's QUIC link ([`NodeLink`]), which
+//! fails over by itself. Requests and watches behave the same over both.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,10 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::kubeconfig::Kubeconfig;
+use crate::link::NodeLink;
+
+/// The most bytes of a reply read over the node link.
+const REPLY_BYTES_MAX: usize = 64 << 20;
 
 /// The timeout of one ordinary request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,6 +61,18 @@ impl ApiError {
 /// The API of a set of masters; clones share connections and the current server.
 #[derive(Clone)]
 pub struct ApiClient {
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Https(HttpsClient),
+    Quic(NodeLink),
+}
+
+/// HTTPS with a kubeconfig's CA and token.
+#[derive(Clone)]
+struct HttpsClient {
     http: reqwest::Client,
     servers: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
@@ -82,24 +99,140 @@ impl ApiClient {
             .build()
             .map_err(|e| ApiError::Setup(e.to_string()))?;
         Ok(ApiClient {
-            http,
-            servers: Arc::new(servers),
-            current: Arc::new(AtomicUsize::new(0)),
-            token: Arc::from(config.token.as_str()),
+            transport: Transport::Https(HttpsClient {
+                http,
+                servers: Arc::new(servers),
+                current: Arc::new(AtomicUsize::new(0)),
+                token: Arc::from(config.token.as_str()),
+            }),
         })
     }
 
-    pub fn servers(&self) -> &[String] {
-        &self.servers
+    /// A client over the node's QUIC link.
+    pub fn over_quic(link: NodeLink) -> ApiClient {
+        ApiClient {
+            transport: Transport::Quic(link),
+        }
     }
 
+    /// The masters: API URLs (HTTPS) or addresses (QUIC).
+    pub fn servers(&self) -> &[String] {
+        match &self.transport {
+            Transport::Https(https) => &https.servers,
+            Transport::Quic(link) => link.masters(),
+        }
+    }
+
+    /// The node link, when this client uses one.
+    pub fn link(&self) -> Option<&NodeLink> {
+        match &self.transport {
+            Transport::Https(_) => None,
+            Transport::Quic(link) => Some(link),
+        }
+    }
+
+    /// Sends one request: the reply's JSON (`Null` for an empty body), or its `Status` error.
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        match &self.transport {
+            Transport::Https(https) => {
+                https
+                    .request(method, path_and_query, content_type, body)
+                    .await
+            }
+            Transport::Quic(link) => {
+                let exchange = async {
+                    let response =
+                        quic_send(link, method, path_and_query, content_type, body).await?;
+                    let success = (200..300).contains(&response.head.status);
+                    let status = response.head.status;
+                    let text = response
+                        .collect(REPLY_BYTES_MAX)
+                        .await
+                        .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+                    if !success {
+                        return Err(status_error_of(status, &text));
+                    }
+                    if text.is_empty() {
+                        return Ok(Value::Null);
+                    }
+                    serde_json::from_slice(&text).map_err(|e| ApiError::Decode(e.to_string()))
+                };
+                tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::Unreachable(format!(
+                            "no answer within {REQUEST_TIMEOUT:?}"
+                        )))
+                    })
+            }
+        }
+    }
+
+    /// Opens a watch (`path_and_query` with `watch=1`): its events, one JSON object each.
+    pub async fn watch(&self, path_and_query: &str) -> Result<WatchEvents, ApiError> {
+        match &self.transport {
+            Transport::Https(https) => https.watch(path_and_query).await,
+            Transport::Quic(link) => {
+                let response =
+                    quic_send(link, Method::GET, path_and_query, "application/json", None).await?;
+                if !(200..300).contains(&response.head.status) {
+                    let status = response.head.status;
+                    let text = response.collect(REPLY_BYTES_MAX).await.unwrap_or_default();
+                    return Err(status_error_of(status, &text));
+                }
+                use futures::StreamExt;
+                let body = response.into_stream().map(|chunk| {
+                    chunk
+                        .map(bytes::Bytes::from)
+                        .map_err(|e| ApiError::Unreachable(e.to_string()))
+                });
+                Ok(WatchEvents {
+                    body: Box::pin(body),
+                    buffer: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+async fn quic_send(
+    link: &NodeLink,
+    method: Method,
+    path_and_query: &str,
+    content_type: &str,
+    body: Option<&Value>,
+) -> Result<crate::link::LinkResponse, ApiError> {
+    let body = match body {
+        Some(value) => {
+            serde_json::to_vec(value).map_err(|e| ApiError::Decode(format!("encode: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    let request = keelson_api::node_link::Request {
+        method: method.as_str().to_string(),
+        path_and_query: path_and_query.to_string(),
+        content_type: content_type.to_string(),
+        body,
+    };
+    link.request(&request)
+        .await
+        .map_err(|e| ApiError::Unreachable(e.to_string()))
+}
+
+impl HttpsClient {
     fn server(&self, attempt: usize) -> (usize, &str) {
         let index = (self.current.load(Ordering::Relaxed) + attempt) % self.servers.len();
         (index, &self.servers[index])
     }
 
     /// Sends one request, failing over to the next server on a transport error or a 503.
-    pub async fn request(
+    async fn request(
         &self,
         method: Method,
         path_and_query: &str,
@@ -126,12 +259,16 @@ impl ApiClient {
     }
 
     /// Opens a watch (`path_and_query` with `watch=1`): its events, one JSON object each.
-    pub async fn watch(&self, path_and_query: &str) -> Result<WatchEvents, ApiError> {
+    async fn watch(&self, path_and_query: &str) -> Result<WatchEvents, ApiError> {
         let response = self
             .send(Method::GET, path_and_query, "application/json", None, None)
             .await?;
+        use futures::StreamExt;
+        let body = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ApiError::Unreachable(e.to_string())));
         Ok(WatchEvents {
-            body: Box::pin(response.bytes_stream()),
+            body: Box::pin(body),
             buffer: Vec::new(),
         })
     }
@@ -189,8 +326,7 @@ const WATCH_EVENT_BYTES_MAX: usize = 8 << 20;
 
 /// The events of one watch, as the API sends them (`{"type": ..., "object": ...}`).
 pub struct WatchEvents {
-    body:
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Send>>,
     buffer: Vec<u8>,
 }
 
@@ -222,7 +358,7 @@ impl WatchEvents {
                     )))
                 }
                 Ok(None) => return None,
-                Ok(Some(Err(e))) => return Some(Err(ApiError::Unreachable(e.to_string()))),
+                Ok(Some(Err(e))) => return Some(Err(e)),
                 Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
             }
         }
@@ -231,8 +367,14 @@ impl WatchEvents {
 
 async fn status_error(response: reqwest::Response) -> ApiError {
     let code = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let text = response.bytes().await.unwrap_or_default();
+    status_error_of(code, &text)
+}
+
+/// The error a non-2xx reply carries (its `Status`, or the start of its text).
+fn status_error_of(code: u16, body: &[u8]) -> ApiError {
+    let text = String::from_utf8_lossy(body);
+    let status: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     ApiError::Status {
         code,
         reason: status["reason"].as_str().unwrap_or("Unknown").to_string(),

@@ -26,6 +26,64 @@ impl HollowNodes {
     pub fn start(cluster: &Cluster, name: &str, count: Option<usize>, extra: &[&str]) -> Self {
         let master = &cluster.masters[0];
         let servers: Vec<String> = cluster.masters.iter().map(|m| m.url()).collect();
+        let mut transport = vec!["--kubeconfig".to_string()];
+        transport.push(master.kubeconfig().display().to_string());
+        transport.extend(["--server".to_string(), servers.join(",")]);
+        Self::spawn(cluster, name, count, &transport, extra)
+    }
+
+    /// Starts a process with the node `name` over the QUIC node link: `--masters` with every
+    /// master's API address, `--token` the given join token, its own data directory.
+    pub fn start_quic(cluster: &Cluster, name: &str, token: &str, extra: &[&str]) -> Self {
+        let masters: Vec<String> = cluster.masters.iter().map(|m| m.api.clone()).collect();
+        let data_dir = cluster.masters[0]
+            .dir
+            .parent()
+            .expect("masters live in the cluster directory")
+            .join(format!("node-{name}"));
+        let transport = vec![
+            "--masters".to_string(),
+            masters.join(","),
+            "--token".to_string(),
+            token.to_string(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+        ];
+        Self::spawn(cluster, name, None, &transport, extra)
+    }
+
+    /// The node data directory of a node started with [`HollowNodes::start_quic`].
+    pub fn quic_data_dir(cluster: &Cluster, name: &str) -> PathBuf {
+        cluster.masters[0]
+            .dir
+            .parent()
+            .expect("masters live in the cluster directory")
+            .join(format!("node-{name}"))
+    }
+
+    /// Waits up to `timeout` for the process to exit; its success, or `None` if it runs on.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Some(status.success());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+
+    fn spawn(
+        cluster: &Cluster,
+        name: &str,
+        count: Option<usize>,
+        transport: &[String],
+        extra: &[&str],
+    ) -> Self {
+        let master = &cluster.masters[0];
         let log = master
             .dir
             .parent()
@@ -39,9 +97,7 @@ impl HollowNodes {
         let mut command = keelson();
         command
             .args(["node", "--runtime", "hollow", "--name", name])
-            .arg("--kubeconfig")
-            .arg(master.kubeconfig())
-            .args(["--server", &servers.join(",")])
+            .args(transport)
             .args(["--heartbeat-secs", "1"]);
         if let Some(count) = count {
             command.args(["--count", &count.to_string()]);

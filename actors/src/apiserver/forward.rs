@@ -122,6 +122,67 @@ pub(crate) async fn to_leader(state: &ApiState, req: &ApiRequest) -> Option<Resp
     Some(reply)
 }
 
+/// How long a forwarded log request may stream (a followed log runs until the client goes).
+const LOG_FORWARD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The API URL `master` recorded in the store.
+async fn master_api(state: &ApiState, master: &str) -> Option<String> {
+    let key = format!("{MASTERS_PREFIX}{master}");
+    let range = keelson_raft::RangeRequest {
+        range: keelson_raft::KeyRange::key(key.as_bytes()),
+        revision: 0,
+        limit: 1,
+        consistency: Consistency::Serializable,
+    };
+    let response = state.storage.store().range(range).await.ok()?;
+    let record: Value = serde_json::from_slice(&response.kvs.first()?.value).ok()?;
+    record["api"].as_str().map(str::to_string)
+}
+
+/// Sends a `pods/NAME/log` request to the API of `master` (which holds the node's
+/// connection) and streams its answer back; `None` when that master cannot be reached.
+pub(crate) async fn log_to_master(
+    state: &ApiState,
+    req: &ApiRequest,
+    master: &str,
+) -> Option<Result<Response, StatusError>> {
+    let client = state.forward_client.as_ref()?;
+    let base = master_api(state, master).await?;
+    let mut url = format!("{base}{}", req.path);
+    let query: Vec<(&String, &String)> = req.query.iter().collect();
+    if !query.is_empty() {
+        let encoded: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        url.push('?');
+        url.push_str(&encoded);
+    }
+    let mut request = client
+        .get(url)
+        .timeout(LOG_FORWARD_TIMEOUT)
+        .header(FORWARDED_HEADER, state.name.as_str());
+    if let Some(value) = req.headers.get("authorization") {
+        request = request.header("authorization", value.clone());
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(%master, error = %e, "cannot forward a log request");
+            return None;
+        }
+    };
+    let code = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("text/plain"));
+    let body = futures::StreamExt::map(response.bytes_stream(), |chunk| {
+        chunk.map_err(std::io::Error::other)
+    });
+    Some(Ok(super::request::stream_reply(code, content_type, body)))
+}
+
 async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {

@@ -103,6 +103,15 @@ fn authorize(state: &ApiState, req: &ApiRequest, route: &Route) -> Result<(), St
     match token {
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => Ok(()),
         Some(token) if state.sa_tokens.lookup(token).is_some() => Ok(()),
+        // A node's credential: user `system:node:<name>` (full access: there is no RBAC).
+        Some(token)
+            if state
+                .node_keys
+                .as_ref()
+                .is_some_and(|keys| keys.verify(token).is_some()) =>
+        {
+            Ok(())
+        }
         Some(_) => Err(StatusError::unauthorized(
             "the bearer token is not valid for this cluster".to_string(),
         )),
@@ -280,7 +289,7 @@ async fn resource(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Re
                 )
             })
         }
-        (&Method::GET, true, Some("log")) => subresources::log(state, path).await,
+        (&Method::GET, true, Some("log")) => return subresources::log(state, req, path).await,
         (method, _, sub) => Err(StatusError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource: {method} {}{}",
             path.resource.plural,

@@ -73,6 +73,8 @@ pub enum ApiServerError {
     Tls(String),
     #[error("the store: {0}")]
     Store(String),
+    #[error("the node link: {0}")]
+    NodeLink(#[from] crate::nodelink::NodeLinkServerError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -98,6 +100,9 @@ pub struct ApiServerConfig {
     pub hosts: Vec<String>,
     /// Where `admin.kubeconfig` and the cached certificates go.
     pub data_dir: PathBuf,
+    /// The cluster token: node credentials and the join secret derive from it. `None`: no
+    /// node link (nodes reach the API over HTTPS with a kubeconfig only).
+    pub cluster_token: Option<String>,
 }
 
 /// What the handlers share.
@@ -116,6 +121,10 @@ pub(crate) struct ApiState {
     /// Sends writes to the leader's API (`None` if the client could not be built: writes are
     /// then handled where they arrive).
     pub(crate) forward_client: Option<reqwest::Client>,
+    /// The nodes connected to this master over QUIC.
+    pub(crate) node_links: crate::nodelink::Registry,
+    /// Checks node credentials (`None` without a cluster token).
+    pub(crate) node_keys: Option<Arc<crate::nodelink::NodeKeys>>,
 }
 
 /// A request made inside this master (by the scheduler and the controllers).
@@ -149,6 +158,8 @@ pub struct ApiServer {
     kubeconfig: PathBuf,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The QUIC endpoint nodes connect to (on the API's address, UDP).
+    node_endpoint: Option<quinn::Endpoint>,
 }
 
 /// Reads the cluster-wide CA and admin token from the store, creating them if this is the
@@ -279,6 +290,19 @@ impl ApiServer {
             &admin_kubeconfig("keelson", &api_url, &ca.cert_pem, &admin_token),
         )?;
         write_private(&config.data_dir.join("ca.crt"), &ca.cert_pem)?;
+        let node_keys = config
+            .cluster_token
+            .as_deref()
+            .map(|token| Arc::new(crate::nodelink::NodeKeys::new(token)));
+        if let Some(keys) = &node_keys {
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())
+                .map_err(|e| ApiServerError::Tls(format!("the cluster CA is not PEM: {e}")))?;
+            write_private(
+                &config.data_dir.join("node-token"),
+                &format!("{}\n", keys.join_token(&der)),
+            )?;
+        }
 
         let (stop, stopped) = signal::channel(false);
         let sa_tokens = tokens::TokenIndex::start(storage.store().clone(), stopped.clone());
@@ -292,8 +316,18 @@ impl ApiServer {
             name: Arc::new(config.name.clone()),
             api_url: Arc::new(api_url),
             forward_client: forward::client(&ca.cert_pem),
+            node_links: crate::nodelink::Registry::default(),
+            node_keys: node_keys.clone(),
         };
-        let tasks = vec![
+        let mut node_endpoint = None;
+        let mut node_task = None;
+        if let Some(keys) = node_keys {
+            let (endpoint, task) =
+                crate::nodelink::start(state.clone(), keys, local_addr, &serving, stopped.clone())?;
+            node_endpoint = Some(endpoint);
+            node_task = Some(task);
+        }
+        let mut tasks = vec![
             tokio::spawn(accept_loop(
                 listener,
                 acceptor,
@@ -303,12 +337,14 @@ impl ApiServer {
             tokio::spawn(namespaces::run(state.clone(), stopped.clone())),
             tokio::spawn(cluster::register(state.clone(), stopped)),
         ];
+        tasks.extend(node_task);
         Ok(ApiServer {
             state,
             local_addr,
             kubeconfig,
             stop,
             tasks,
+            node_endpoint,
         })
     }
 
@@ -334,6 +370,12 @@ impl ApiServer {
     /// Stops accepting connections and ends the background tasks.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(endpoint) = &self.node_endpoint {
+            endpoint.close(
+                keelson_api::node_link::close_code::UNAVAILABLE.into(),
+                b"the master is shutting down",
+            );
+        }
         for task in self.tasks {
             task.abort();
             let _ = task.await;

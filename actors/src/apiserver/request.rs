@@ -147,6 +147,42 @@ pub(crate) fn status_reply(error: &StatusError) -> Response {
     json_reply(code, &error.to_value())
 }
 
+/// How many chunks of a streamed reply wait for the client.
+const STREAM_CHUNKS_BUFFERED: usize = 16;
+
+/// A reply whose body streams from `chunks` until they end or the client goes away (a task
+/// pumps them through a bounded channel, so the body needs no `Sync`).
+pub(crate) fn stream_reply<S>(code: StatusCode, content_type: HeaderValue, chunks: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS_BUFFERED);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut chunks = std::pin::pin!(chunks);
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = chunks.next() => next,
+            };
+            let Some(chunk) = next else { return };
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut response = warp::reply::Reply::into_response(warp::reply::stream(body));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, content_type);
+    response
+}
+
 /// A plain-text reply (health checks).
 pub(crate) fn text_reply(code: StatusCode, text: &str) -> Response {
     let mut response = Response::new(Bytes::from(text.to_string()).into());

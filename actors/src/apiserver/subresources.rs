@@ -2,14 +2,17 @@
 //! `binding` (a pod assigned to a node), `eviction`, and `log` (served by nodes).
 
 use http::StatusCode;
+use keelson_api::node_link::{log_request_from_query, CONNECTED_MASTER_ANNOTATION};
 use keelson_api::selectors::LabelSelector;
 use keelson_api::status::StatusError;
 use keelson_api::{object, patch};
 use keelson_raft::Consistency;
 use serde_json::{json, Value};
+use warp::reply::Response;
 
+use super::forward::FORWARDED_HEADER;
 use super::objects::{not_found, read, read_consistency, Reply};
-use super::request::ApiRequest;
+use super::request::{status_reply, stream_reply, ApiRequest};
 use super::route::ResourcePath;
 use super::storage::object_key;
 use super::ApiState;
@@ -241,24 +244,85 @@ pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath
     ))
 }
 
-/// GET pods/NAME/log: logs live on the pod's node.
-pub(crate) async fn log(state: &ApiState, path: &ResourcePath) -> Reply {
+/// `pods/NAME/log`: streamed from the node that runs the pod, through this master's link to
+/// it, or through the API of the master the node is connected to (named by the Node's
+/// `keelson.io/connected-master` annotation).
+pub(crate) async fn log(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Response {
+    match log_stream(state, req, path).await {
+        Ok(response) => response,
+        Err(e) => status_reply(&e),
+    }
+}
+
+async fn log_stream(
+    state: &ApiState,
+    req: &ApiRequest,
+    path: &ResourcePath,
+) -> Result<Response, StatusError> {
     let stored = read(state, path, Consistency::Linearizable).await?;
+    let pod = &stored.object;
     let name = path.name.clone().unwrap_or_default();
-    let node = stored
-        .object
+    let namespace = path.namespace.clone().unwrap_or_default();
+    let Some(node) = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
-        .filter(|n| !n.is_empty());
-    let message = match node {
-        None => format!("pod {name} has not been scheduled to a node yet, so it has no logs"),
-        Some(node) => format!(
-            "the logs of pod {name} are kept by node {node}, and this master has no connection \
-             to it (nodes arrive with a later release)"
-        ),
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(StatusError::bad_request(format!(
+            "pod {name} has not been scheduled to a node yet, so it has no logs"
+        )));
     };
-    if node.is_none() {
-        return Err(StatusError::bad_request(message));
+    let request = log_request_from_query(
+        &namespace,
+        &name,
+        object::uid(pod).unwrap_or_default(),
+        |key| req.param(key).map(str::to_string),
+    )
+    .map_err(StatusError::bad_request)?;
+    if let Some(chunks) = state.node_links.logs(node, request).await? {
+        return Ok(text_stream(chunks));
     }
-    Err(StatusError::service_unavailable(message, Some(5)))
+    let not_connected = || {
+        StatusError::service_unavailable(
+            format!("node {node} is not connected to any master"),
+            Some(5),
+        )
+    };
+    if req.headers.contains_key(FORWARDED_HEADER) {
+        return Err(not_connected());
+    }
+    let node_obj = nodes_resource()
+        .map(|resource| ResourcePath {
+            resource,
+            namespace: None,
+            name: Some(node.to_string()),
+            subresource: None,
+            watch: false,
+        })
+        .ok_or_else(not_connected)?;
+    let master = match read(state, &node_obj, Consistency::Serializable).await {
+        Ok(stored) => object::annotations(&stored.object)
+            .get(CONNECTED_MASTER_ANNOTATION)
+            .cloned(),
+        Err(_) => None,
+    };
+    match master {
+        Some(master) if master != *state.name => super::forward::log_to_master(state, req, &master)
+            .await
+            .ok_or_else(not_connected)?,
+        _ => Err(not_connected()),
+    }
+}
+
+fn nodes_resource() -> Option<&'static keelson_api::resources::Resource> {
+    keelson_api::resources::find("", "v1", "nodes")
+}
+
+/// A `text/plain` reply streaming `chunks`.
+fn text_stream(chunks: crate::nodelink::LogChunks) -> Response {
+    stream_reply(
+        StatusCode::OK,
+        http::HeaderValue::from_static("text/plain"),
+        chunks,
+    )
 }

@@ -5,9 +5,11 @@
 
 pub mod container;
 pub mod events;
+pub mod image_source;
 pub mod logs;
 pub mod node;
 pub mod pleg;
+pub mod serve_logs;
 pub mod probe;
 pub mod sync;
 pub mod volumes;

@@ -9,6 +9,14 @@
 //! node process adopts what the previous one started: [`Runtime::list`] reports every sandbox
 //! and container, running or exited, with the labels given when it was created.
 
+pub mod oci;
+pub mod process;
+pub mod runc;
+pub mod shim;
+
+pub use process::ProcessRuntime;
+pub use runc::{RuncRuntime, ShimCommand};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -125,6 +133,9 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
+/// What [`Runtime::list`] returns: every sandbox and every container.
+pub type Listing = (Vec<SandboxInfo>, Vec<ContainerInfo>);
+
 /// The result of running a command in a container (exec probes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -182,7 +193,7 @@ pub trait Runtime: Send + Sync {
     fn remove_container(&self, id: &str) -> BoxFuture<'_, Result<(), RuntimeError>>;
 
     /// Every sandbox and every container (running or exited) this runtime holds.
-    fn list(&self) -> BoxFuture<'_, Result<(Vec<SandboxInfo>, Vec<ContainerInfo>), RuntimeError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Listing, RuntimeError>>;
 
     /// Runs `args` inside a running container, killing it after `timeout`.
     fn exec(
