@@ -4,9 +4,8 @@
 mod master;
 mod node_cmd;
 mod store_cmd;
+mod up;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,25 +40,12 @@ enum LogFormat {
 enum Command {
     /// Run a master: a member of the replicated store.
     Master(master::MasterArgs),
-    /// Run a one-machine cluster with embedded defaults.
-    Up(UpArgs),
+    /// Run a one-machine cluster with embedded defaults: a master and a node in one process.
+    Up(up::UpArgs),
     /// Drive and inspect a store cluster from outside.
     Store(store_cmd::StoreArgs),
-    /// Run a node (for now only `--runtime hollow`: fake nodes for tests and benchmarks).
+    /// Run a node: a kubelet running containers (runc or processes), or hollow nodes.
     Node(node_cmd::NodeArgs),
-}
-
-#[derive(clap::Args)]
-struct UpArgs {
-    /// Where the cluster keeps its state (default: ~/.keelson/up).
-    #[arg(long, env = "KEELSON_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// The HTTPS address of the API (served from the API issue on).
-    #[arg(long, env = "KEELSON_API", default_value = "127.0.0.1:6443")]
-    api: SocketAddr,
-    /// The QUIC address of the store.
-    #[arg(long, env = "KEELSON_PEER", default_value = "127.0.0.1:7400")]
-    peer: SocketAddr,
 }
 
 fn init_logging(format: LogFormat) {
@@ -106,17 +92,7 @@ fn main() -> ExitCode {
             }
             Command::Up(args) => {
                 init_logging(cli.log_format);
-                let data_dir = match args.data_dir {
-                    Some(dir) => dir,
-                    None => std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| PathBuf::from("."))
-                        .join(".keelson/up"),
-                };
-                master::run(master::MasterArgs::single(
-                    "up", data_dir, args.api, args.peer,
-                ))
-                .await
+                up::run(args).await
             }
             Command::Store(args) => store_cmd::run(args).await,
             Command::Node(args) => {

@@ -1,24 +1,34 @@
-//! `keelson node`: runs nodes against the masters, over the node link (QUIC, `--masters` and
-//! a join token) or the HTTPS API (`--kubeconfig`); for now only the hollow runtime
-//! (kubemark-style nodes that register, heartbeat and report pods Running).
+//! `keelson node`: runs a node against the masters, over the node link (QUIC, `--masters` and
+//! a join token) or the HTTPS API (`--kubeconfig`): a kubelet whose containers run through
+//! runc (or as plain processes), or hollow nodes (kubemark-style: they register, heartbeat and
+//! report pods Running without running anything).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
+use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
+use tokio::sync::watch;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub(crate) enum Runtime {
+    /// Containers through runc (needs root and runc).
+    Runc,
+    /// Containers as supervised host processes, without isolation (no root needed).
+    Process,
     /// No containers: pods are reported Running at once.
     Hollow,
 }
 
 #[derive(clap::Args)]
 pub(crate) struct NodeArgs {
-    /// What runs the pods.
+    /// What runs the pods [default: runc when running as root with runc installed, else
+    /// process].
     #[arg(long, value_enum, env = "KEELSON_RUNTIME")]
-    runtime: Runtime,
+    pub(crate) runtime: Option<Runtime>,
     /// The masters' API addresses (HOST:PORT): the node connects over QUIC with `--token`.
     #[arg(
         long,
@@ -26,30 +36,30 @@ pub(crate) struct NodeArgs {
         value_delimiter = ',',
         conflicts_with = "kubeconfig"
     )]
-    masters: Vec<String>,
+    pub(crate) masters: Vec<String>,
     /// The join token (a master's `node-token` file) for `--masters`.
     #[arg(long, env = "KEELSON_TOKEN")]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Where the node keeps the cluster CA and its credential.
     #[arg(
         long,
         env = "KEELSON_DATA_DIR",
         default_value = "/var/lib/keelson-node"
     )]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Instead of `--masters`: the kubeconfig with the API's URL, CA and token (a master's
     /// admin.kubeconfig); the nodes speak HTTPS.
     #[arg(long, env = "KEELSON_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// More API URLs to fail over to, after the kubeconfig's.
     #[arg(long = "server", env = "KEELSON_SERVERS", value_delimiter = ',')]
-    servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     /// The node name; with `--count N` the names are NAME-0 .. NAME-(N-1).
     #[arg(long, env = "KEELSON_NODE_NAME")]
-    name: String,
+    pub(crate) name: String,
     /// How many hollow nodes this process runs.
     #[arg(long)]
-    count: Option<usize>,
+    pub(crate) count: Option<usize>,
     /// Seconds between Lease renewals.
     #[arg(long, default_value_t = 2)]
     heartbeat_secs: u64,
@@ -65,6 +75,52 @@ pub(crate) struct NodeArgs {
     /// Pod capacity.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// The node's address [default: the local address that reaches the first master].
+    #[arg(long, env = "KEELSON_NODE_IP")]
+    node_ip: Option<String>,
+    /// The first restart delay of a crashing container (CrashLoopBackOff), in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    crash_backoff_initial_ms: u64,
+    /// The longest restart delay, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    crash_backoff_max_ms: u64,
+    /// Registries (HOST:PORT) pulled from over plain HTTP (loopback ones always are).
+    #[arg(
+        long = "insecure-registry",
+        env = "KEELSON_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// A directory of OCI image archives (*.tar) imported at start, for machines without a
+    /// registry [default: DATA_DIR/airgap-images].
+    #[arg(long, env = "KEELSON_AIRGAP_DIR")]
+    airgap_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The node `keelson up` runs beside its master.
+    pub(crate) fn for_up(name: &str, data_dir: PathBuf, master: &str, token: &str) -> NodeArgs {
+        NodeArgs {
+            runtime: None,
+            masters: vec![master.to_string()],
+            token: Some(token.to_string()),
+            data_dir,
+            kubeconfig: None,
+            servers: Vec::new(),
+            name: name.to_string(),
+            count: None,
+            heartbeat_secs: 2,
+            status_every_heartbeats: 5,
+            cpu: "4".to_string(),
+            memory: "8Gi".to_string(),
+            max_pods: 110,
+            node_ip: None,
+            crash_backoff_initial_ms: 10_000,
+            crash_backoff_max_ms: 300_000,
+            insecure_registries: Vec::new(),
+            airgap_dir: None,
+        }
+    }
 }
 
 /// The node names: NAME alone, or NAME-0 .. NAME-(N-1) with a count.
@@ -75,13 +131,47 @@ fn node_names(name: &str, count: Option<usize>) -> Vec<String> {
     }
 }
 
-pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let Runtime::Hollow = args.runtime;
-    let api = match (&args.kubeconfig, args.masters.is_empty()) {
+/// runc is usable: this process is root and `runc --version` runs. Returns its version.
+fn runc_version() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let output = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let first = text.lines().next()?.trim().to_string();
+    Some(first.rsplit(' ').next().unwrap_or("unknown").to_string())
+}
+
+/// The local address that reaches `master` (no packet is sent).
+fn local_ip_towards(master: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let target = master.to_socket_addrs().ok()?.next()?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
+/// Connects as `args` says: the node link or HTTPS.
+async fn connect(
+    args: &NodeArgs,
+) -> anyhow::Result<(keelson_node::ApiClient, Option<keelson_node::NodeLink>)> {
+    match (&args.kubeconfig, args.masters.is_empty()) {
         (Some(path), _) => {
             let config = keelson_node::Kubeconfig::load(path).context("loading the kubeconfig")?;
-            keelson_node::ApiClient::new(&config, &args.servers)
-                .context("building the API client")?
+            let api = keelson_node::ApiClient::new(&config, &args.servers)
+                .context("building the API client")?;
+            Ok((api, None))
         }
         (None, false) => {
             let Some(token) = args.token.as_deref() else {
@@ -95,38 +185,136 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             )
             .await
             .context("connecting to the masters")?;
-            keelson_node::ApiClient::over_quic(link)
+            Ok((keelson_node::ApiClient::over_quic(link.clone()), Some(link)))
         }
         (None, true) => anyhow::bail!("give --masters (and --token) or --kubeconfig"),
-    };
-    let hollow = keelson_node::HollowConfig {
-        names: node_names(&args.name, args.count),
-        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
-        status_every_heartbeats: args.status_every_heartbeats.max(1),
-        cpu: args.cpu,
-        memory: args.memory,
-        max_pods: args.max_pods,
-        pid: std::process::id(),
-    };
-    tracing::info!(servers = ?api.servers(), nodes = hollow.names.len(), "starting hollow nodes");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut nodes = tokio::spawn(keelson_node::hollow::run(api, hollow, stop_rx));
+    }
+}
+
+/// Runs the node until SIGTERM or Ctrl-C.
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut node = tokio::spawn(run_until(args, stop_rx));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
-        result = &mut nodes => {
-            return result.context("the hollow nodes panicked")?.context("running hollow nodes");
-        }
+        result = &mut node => return result.context("the node panicked")?,
     }
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(10), nodes).await {
-        Ok(result) => result
-            .context("the hollow nodes panicked")?
-            .context("running hollow nodes"),
-        Err(_) => anyhow::bail!("the hollow nodes did not stop within 10 s"),
+    match tokio::time::timeout(Duration::from_secs(10), node).await {
+        Ok(result) => result.context("the node panicked")?,
+        Err(_) => anyhow::bail!("the node did not stop within 10 s"),
     }
+}
+
+/// Runs the node until `stop` turns true.
+pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (api, link) = connect(&args).await?;
+    let runtime = match args.runtime {
+        Some(runtime) => runtime,
+        None => match runc_version() {
+            Some(_) => Runtime::Runc,
+            None => {
+                tracing::warn!(
+                    "runc is not usable here (it needs root and the runc package): containers run \
+                     as plain host processes, without isolation"
+                );
+                Runtime::Process
+            }
+        },
+    };
+    if runtime == Runtime::Hollow {
+        let hollow = keelson_node::HollowConfig {
+            names: node_names(&args.name, args.count),
+            heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+            status_every_heartbeats: args.status_every_heartbeats.max(1),
+            cpu: args.cpu,
+            memory: args.memory,
+            max_pods: args.max_pods,
+            pid: std::process::id(),
+        };
+        tracing::info!(servers = ?api.servers(), nodes = hollow.names.len(), "starting hollow nodes");
+        return keelson_node::hollow::run(api, hollow, stop)
+            .await
+            .context("running hollow nodes");
+    }
+    anyhow::ensure!(args.count.is_none(), "--count is for hollow nodes only");
+    let shim = ShimCommand::current_exe().context("finding the shim")?;
+    let state = args.data_dir.join("runtime");
+    let (runtime, version): (Arc<dyn keelson_node::runtime::Runtime>, String) = match runtime {
+        Runtime::Runc => {
+            let version = runc_version().context(
+                "--runtime runc needs root and runc (apt-get install runc); or use --runtime process",
+            )?;
+            let runc = RuncRuntime::new(&state, shim).context("opening the runc runtime")?;
+            (Arc::new(runc), format!("runc://{version}"))
+        }
+        _ => {
+            let process =
+                ProcessRuntime::new(&state, shim).context("opening the process runtime")?;
+            (Arc::new(process), "process://0.1.0".to_string())
+        }
+    };
+    tracing::info!(runtime = runtime.name(), version = %version, "container runtime chosen");
+    let images = keelson_node::images::ImageStore::open(
+        &args.data_dir.join("images"),
+        keelson_node::images::ImageOptions {
+            insecure_registries: args.insecure_registries.clone(),
+            ..keelson_node::images::ImageOptions::default()
+        },
+    )
+    .context("opening the image store")?;
+    let airgap = args
+        .airgap_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("airgap-images"));
+    if airgap.is_dir() {
+        match images.import_dir(&airgap).await {
+            Ok(refs) => {
+                tracing::info!(dir = %airgap.display(), images = ?refs, "air-gap images imported")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %airgap.display(), error = %e, "cannot import the air-gap images")
+            }
+        }
+    }
+    match images.ensure_builtin_busybox().await {
+        Ok(Some(reference)) => tracing::info!(%reference, "built-in image ready"),
+        Ok(None) => tracing::info!("no /bin/busybox: the built-in busybox image is not available"),
+        Err(e) => tracing::warn!(error = %e, "cannot build the built-in busybox image"),
+    }
+    let node_ip = match &args.node_ip {
+        Some(ip) => ip.clone(),
+        None => args
+            .masters
+            .first()
+            .and_then(|m| local_ip_towards(m.trim_start_matches("https://")))
+            .unwrap_or_else(|| "127.0.0.1".to_string()),
+    };
+    let config = KubeletConfig {
+        node_name: args.name.clone(),
+        node_ip,
+        pods_dir: args.data_dir.join("pods"),
+        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        backoff: kubelet::sync::Backoff {
+            initial: Duration::from_millis(args.crash_backoff_initial_ms.max(1)),
+            max: Duration::from_millis(
+                args.crash_backoff_max_ms.max(args.crash_backoff_initial_ms),
+            ),
+        },
+        max_pods: args.max_pods,
+        runtime_version: version,
+    };
+    let kubelet = Kubelet::new(api, runtime, Arc::new(images), config);
+    if let Some(link) = &link {
+        link.set_callbacks(Arc::new(kubelet::serve_logs::LogCallbacks {
+            source: kubelet.log_source(),
+        }));
+    }
+    tracing::info!(node = %args.name, "kubelet running");
+    kubelet.run(stop).await.context("running the kubelet")
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -301,4 +303,102 @@ async fn images_import_an_oci_archive_and_the_builtin_busybox() {
         Some(BUILTIN_BUSYBOX)
     );
     assert_eq!(store.list().len(), 1, "{:?}", store.list());
+}
+
+/// End to end: a pod on a real node runs an image pulled from the loopback registry; a pod
+/// whose tag the registry does not have waits in ErrImagePull / ImagePullBackOff with the
+/// registry's message in its status and an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_a_pod_pulls_from_a_registry_and_a_bad_reference_backs_off() {
+    use common::real_node::{container_status, wait_for, RealNode};
+    use serde_json::json;
+
+    require_tools();
+    let registry = Registry::start();
+    let (_dir, layout) = busybox_layout("e2e");
+    let dest = format!("docker://127.0.0.1:{}/e2e/busybox:1", registry.port);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:e2e", layout.display()),
+        &dest,
+    ]);
+
+    let cluster = common::cluster::Cluster::start(1).await;
+    let _node = RealNode::start(&cluster, "n1", &[]);
+    let api = cluster.client(0);
+    let ns = "/api/v1/namespaces/default";
+    let image = format!("127.0.0.1:{}/e2e/busybox:1", registry.port);
+    let pod = |name: &str, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+            "nodeName": "n1",
+            "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "echo pulled; sleep 3600"]}],
+        }})
+    };
+    assert_eq!(
+        api.post(&format!("{ns}/pods"), &pod("pulled", &image))
+            .await
+            .code,
+        201
+    );
+    let missing = format!("127.0.0.1:{}/e2e/busybox:nope", registry.port);
+    assert_eq!(
+        api.post(&format!("{ns}/pods"), &pod("missing", &missing))
+            .await
+            .code,
+        201
+    );
+
+    let running = wait_for(
+        &api,
+        &format!("{ns}/pods/pulled"),
+        Duration::from_secs(90),
+        "Running",
+        |p| p["status"]["phase"] == "Running",
+    )
+    .await;
+    assert!(
+        container_status(&running, "c")["imageID"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sha256:"),
+        "{running}"
+    );
+    assert!(
+        registry.gets("/v2/e2e/busybox/manifests/1") >= 1,
+        "the node pulled from the registry"
+    );
+
+    let backing_off = wait_for(
+        &api,
+        &format!("{ns}/pods/missing"),
+        Duration::from_secs(60),
+        "ImagePullBackOff",
+        |p| {
+            let reason = container_status(p, "c")["state"]["waiting"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            reason == "ImagePullBackOff"
+        },
+    )
+    .await;
+    let waiting = &container_status(&backing_off, "c")["state"]["waiting"];
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("manifest unknown"),
+        "the registry's message reaches the pod status: {waiting}"
+    );
+    let events = api.get(&format!("{ns}/events")).await.body;
+    let failed = events["items"].as_array().into_iter().flatten().any(|e| {
+        e["involvedObject"]["name"] == "missing"
+            && e["reason"] == "Failed"
+            && e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("manifest unknown")
+    });
+    assert!(failed, "a Failed event names the pull error: {events}");
 }

@@ -2,6 +2,8 @@
 //! through runc: logs, restarts with back-off, probes, memory limits, graceful deletion,
 //! adoption after a node restart, and fail-over between masters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -30,6 +32,22 @@ fn sh(name: &str, script: &str) -> Value {
 async fn create(api: &Api, pod: &Value) {
     let reply = api.post(&format!("{NS}/pods"), pod).await;
     assert_eq!(reply.code, 201, "create pod: {}", reply.text);
+}
+
+/// Creates a pod while the masters may be electing a leader: an unknown outcome (504) or
+/// unavailability (503) is retried, and "already exists" then means the earlier try worked.
+async fn create_during_fail_over(api: &Api, pod: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = api.post(&format!("{NS}/pods"), pod).await;
+        match reply.code {
+            201 | 409 => return,
+            500..=599 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => panic!("create pod: {}", reply.text),
+        }
+    }
 }
 
 async fn logs(api: &Api, pod: &str, query: &str) -> String {
@@ -302,7 +320,7 @@ async fn a_memory_limit_is_enforced_as_an_oom_kill() {
 
     let mut hog = sh(
         "hog",
-        "mkdir -p /dev/shm/x; dd if=/dev/zero of=/dev/shm/x/fill bs=1M count=256; sleep 3600",
+        "x=$(head -c 134217728 /dev/zero | tr '\\0' a); echo ${#x}; sleep 3600",
     );
     hog["resources"] = json!({"limits": {"memory": "32Mi"}});
     create(
@@ -499,7 +517,14 @@ async fn a_node_fails_over_when_its_master_dies() {
     )
     .await;
 
-    let node = api.get("/api/v1/nodes/n1").await.body;
+    let node = wait_for(
+        &api,
+        "/api/v1/nodes/n1",
+        Duration::from_secs(30),
+        "the connected-master annotation",
+        |n| n["metadata"]["annotations"]["keelson.io/connected-master"].is_string(),
+    )
+    .await;
     let master = node["metadata"]["annotations"]["keelson.io/connected-master"]
         .as_str()
         .unwrap_or_default()
@@ -512,7 +537,7 @@ async fn a_node_fails_over_when_its_master_dies() {
     cluster.kill(index);
     let other = (index + 1) % 3;
     let api = cluster.client(other);
-    create(
+    create_during_fail_over(
         &api,
         &pod(
             "after",

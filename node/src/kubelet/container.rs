@@ -107,9 +107,10 @@ fn quantity(field: &str, text: &str) -> Result<Quantity, ContainerError> {
 }
 
 /// Memory limit (bytes), CPU limit and CPU request (millicores).
-pub fn resources(
-    container: &Container,
-) -> Result<(Option<u64>, Option<u64>, Option<u64>), ContainerError> {
+pub type Limits = (Option<u64>, Option<u64>, Option<u64>);
+
+/// The container's [`Limits`].
+pub fn resources(container: &Container) -> Result<Limits, ContainerError> {
     let Some(resources) = &container.resources else {
         return Ok((None, None, None));
     };

@@ -44,7 +44,7 @@ pub fn parse(line: &str) -> Option<Record<'_>> {
 
 fn time_of(text: &str) -> Option<SystemTime> {
     let ts: jiff::Timestamp = text.parse().ok()?;
-    SystemTime::try_from(ts).ok()
+    Some(SystemTime::from(ts))
 }
 
 /// Renders the whole lines of `content` (CRI records) as the user sees them.
@@ -113,7 +113,7 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     out.push(path.to_path_buf());
     out

@@ -21,7 +21,7 @@ fn options(request: &LogRequest) -> Result<LogOptions, CallbackError> {
             let ts: jiff::Timestamp = text
                 .parse()
                 .map_err(|e| CallbackError::bad_request(format!("sinceTime {text:?}: {e}")))?;
-            Some(SystemTime::try_from(ts).map_err(|e| CallbackError::bad_request(e.to_string()))?)
+            Some(SystemTime::from(ts))
         }
         (_, Some(seconds)) if seconds > 0 => {
             SystemTime::now().checked_sub(Duration::from_secs(seconds as u64))
@@ -29,16 +29,10 @@ fn options(request: &LogRequest) -> Result<LogOptions, CallbackError> {
         _ => None,
     };
     Ok(LogOptions {
-        tail_lines: request
-            .tail_lines
-            .filter(|n| *n >= 0)
-            .map(|n| n as usize),
+        tail_lines: request.tail_lines.filter(|n| *n >= 0).map(|n| n as usize),
         since,
         timestamps: request.timestamps,
-        limit_bytes: request
-            .limit_bytes
-            .filter(|n| *n > 0)
-            .map(|n| n as usize),
+        limit_bytes: request.limit_bytes.filter(|n| *n > 0).map(|n| n as usize),
         follow: request.follow,
     })
 }
@@ -49,7 +43,12 @@ impl Callbacks for LogCallbacks {
         Box::pin(async move {
             let container = Some(request.container.as_str()).filter(|c| !c.is_empty());
             let path = source
-                .path(&request.namespace, &request.pod, container, request.previous)
+                .path(
+                    &request.namespace,
+                    &request.pod,
+                    container,
+                    request.previous,
+                )
                 .map_err(|e| match e {
                     LogError::NotFound(m) => CallbackError::not_found(m),
                     LogError::BadRequest(m) => CallbackError::bad_request(m),
@@ -67,7 +66,10 @@ impl Callbacks for LogCallbacks {
                 (Some(first), offset, path, source, options),
                 |(first, offset, path, source, options)| async move {
                     if let Some(first) = first {
-                        return Some((Ok(first.into_bytes()), (None, offset, path, source, options)));
+                        return Some((
+                            Ok(first.into_bytes()),
+                            (None, offset, path, source, options),
+                        ));
                     }
                     let mut offset = offset;
                     loop {
@@ -76,7 +78,10 @@ impl Callbacks for LogCallbacks {
                                 offset = next;
                                 if !text.is_empty() {
                                     let bytes = text.into_bytes();
-                                    return Some((Ok(bytes), (None, offset, path, source, options)));
+                                    return Some((
+                                        Ok(bytes),
+                                        (None, offset, path, source, options),
+                                    ));
                                 }
                             }
                             Err(e) => {
