@@ -9,6 +9,12 @@
 # (default 1,000), --pods pods as --deployments Deployments (10,000 / 100), bindings per
 # second against raw bindings by the benchmark itself in the same run:
 #   scripts/bench.sh --control-plane --nodes 1000 --pods 10000 --clients 64
+# With --pod-start it measures pod start latency instead (as root; needs runc and busybox-static):
+# 3 masters and one real `keelson node --runtime runc`, --pods pods (default 50) created one
+# after the other until a watch shows them Running, against raw `runc run --detach` of one
+# bundle (and `ctr run -d` where containerd runs) in the same run, then the node agent's and
+# its shims' resident memory with the pods running (goals: p99 within runc's + 50 ms; < 25 MB):
+#   scripts/bench.sh --pod-start --pods 50
 #
 # keelson is built exactly as the tests build it (same target folder, same features). The
 # benchmark builds in a folder of its own: etcd's gRPC client changes the features RocksDB's

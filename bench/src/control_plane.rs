@@ -425,8 +425,9 @@ mod tests {
         let times: Vec<Instant> = (0..100)
             .map(|i| t0 + Duration::from_millis(if i < 10 { i * 1000 } else { 10_000 + i }))
             .collect();
+        // The middle 80 bindings come 1 ms apart: ~1000/s, not the ~9/s of the whole span.
         let rate = steady_rate(times).unwrap();
-        assert!(rate > 1000.0, "{rate}");
+        assert!((rate - 1000.0).abs() < 10.0, "{rate}");
         assert_eq!(steady_rate(vec![t0; 3]), None);
     }
 }

@@ -9,6 +9,7 @@ mod control_plane;
 mod etcd_cluster;
 mod keelson_cluster;
 mod load;
+mod pod_start;
 mod processes;
 mod report;
 
@@ -67,15 +68,21 @@ struct Args {
     /// Hollow nodes (with --control-plane).
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
-    /// Pods, created as Deployments (with --control-plane).
-    #[arg(long, default_value_t = 10_000)]
-    pods: usize,
+    /// Pods: created as Deployments with --control-plane [default: 10000]; started one after
+    /// the other with --pod-start [default: 50].
+    #[arg(long)]
+    pods: Option<usize>,
     /// Deployments the pods are spread over (with --control-plane).
     #[arg(long, default_value_t = 100)]
     deployments: usize,
     /// Pods bound directly for the baseline (with --control-plane).
     #[arg(long, default_value_t = 2000)]
     raw_binds: usize,
+    /// Run the pod start benchmark instead: create -> Running of --pods pods on one real node
+    /// (`keelson node --runtime runc`, as root) against raw `runc run` (and `ctr run` where
+    /// containerd runs), and the node agent's memory.
+    #[arg(long, conflicts_with = "control_plane")]
+    pod_start: bool,
     /// Where the members' data directories go (a new temporary directory inside, removed at
     /// the end) [default: the system's temporary directory].
     #[arg(long)]
@@ -171,14 +178,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
 
+    if args.pod_start {
+        println!("store-bench --pod-start, {} UTC", utc_now());
+        return pod_start::run(&keelson, dir.path(), args.pods.unwrap_or(50)).await;
+    }
     if args.control_plane {
-        if args.nodes == 0 || args.deployments == 0 || args.pods < args.deployments {
+        let pods = args.pods.unwrap_or(10_000);
+        if args.nodes == 0 || args.deployments == 0 || pods < args.deployments {
             bail!("--control-plane needs --nodes > 0 and --pods >= --deployments > 0");
         }
         println!("store-bench --control-plane, {} UTC", utc_now());
         let load = control_plane::ControlPlaneLoad {
             nodes: args.nodes,
-            pods: args.pods,
+            pods,
             deployments: args.deployments,
             clients: args.clients.iter().copied().max().unwrap_or(16),
             raw_binds: args.raw_binds,

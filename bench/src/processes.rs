@@ -35,13 +35,13 @@ impl Processes {
         }
     }
 
-    /// Starts `command` as `name`, its stdout and stderr going to `log`.
+    /// Starts `command` as `name`, its stdout and stderr going to `log`; returns its pid.
     pub(crate) fn spawn(
         &mut self,
         name: &str,
         mut command: Command,
         log: &Path,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u32> {
         let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out
             .try_clone()
@@ -52,12 +52,13 @@ impl Processes {
             .stderr(err)
             .spawn()
             .with_context(|| format!("cannot start {name} ({:?})", command.get_program()))?;
+        let pid = child.id();
         self.running.push(Running {
             name: name.to_string(),
             child,
             log: log.to_path_buf(),
         });
-        Ok(())
+        Ok(pid)
     }
 
     /// Fails, quoting its log, if any process has exited.
