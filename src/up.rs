@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 use crate::{master, node_cmd};
 
 /// How long the master may take to write its join token on first start.
