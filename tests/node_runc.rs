@@ -100,7 +100,10 @@ async fn a_pod_runs_and_its_logs_are_read() {
     main["volumeMounts"] = json!([{"name": "cfg", "mountPath": "/cfg"}]);
     let spec = json!({
         "nodeName": "n1",
-        "containers": [main, sh("side", "echo side car; sleep 3600")],
+        "containers": [main, sh(
+                "side",
+                "echo side car; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done",
+            )],
         "volumes": [{"name": "cfg", "configMap": {"name": "greeting"}}],
     });
     create(&api, &pod("hello", spec)).await;
@@ -166,6 +169,38 @@ async fn a_pod_runs_and_its_logs_are_read() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("side car"),
         "{out:?}"
+    );
+
+    // Phase 4: following streams new lines as the container writes them.
+    let response = api
+        .http
+        .get(format!(
+            "{}{NS}/pods/hello/log?container=side&follow=true&tailLines=1",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    use futures::StreamExt;
+    while seen.matches("tick").count() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, body.next()).await {
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the followed log ended or stalled after {seen:?}: {other:?}"),
+        }
+    }
+    let numbers: Vec<u64> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines arrive in order, none lost: {seen:?}"
     );
     drop(node);
 }

@@ -38,7 +38,7 @@ use super::{
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `remove_container` waits for a killed container's exit to be recorded.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Exec output kept (stdout then stderr).
 pub const EXEC_OUTPUT_MAX_BYTES: usize = 4096;
 const NETNS_DIR: &str = "/run/netns";
