@@ -34,6 +34,7 @@ impl Drop for Cleanup<'_> {
                     .output();
             }
         }
+        common::real_node::remove_network_namespaces(&self.0.join("node"));
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let dir = self.0.to_string_lossy().to_string();
             for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {

@@ -136,7 +136,8 @@ impl RealNode {
                 .args(["delete", "--force", &id])
                 .output();
         }
-        // Rootfs overlays and network namespaces of the node's pods.
+        remove_network_namespaces(&self.dir);
+        // Rootfs overlays of the node's pods.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let dir = self.dir.to_string_lossy().to_string();
             for line in mounts.lines() {
@@ -145,6 +146,23 @@ impl RealNode {
                         let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Deletes the network namespaces of the sandboxes a node's runtime recorded under `dir`.
+pub fn remove_network_namespaces(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("runtime").join("sandboxes")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
+                let _ = Command::new("ip")
+                    .args(["netns", "delete", &format!("keelson-{id}")])
+                    .output();
             }
         }
     }
