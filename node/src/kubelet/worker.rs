@@ -102,6 +102,9 @@ pub async fn run(
     let mut probers: HashMap<(String, ProbeKind), Prober> = HashMap::new();
     let mut last_pod: Option<Pod> = None;
     let mut last_written: Option<Value> = None;
+    // The actions of the last sync: the same actions again mean they did not take (a runtime
+    // error): they are retried at the resync period, not in a tight loop.
+    let mut last_actions: Vec<Action> = Vec::new();
     loop {
         let current = pod_rx.borrow_and_update().clone();
         if let Some(object) = current {
@@ -112,7 +115,7 @@ pub async fn run(
         let in_api = pod_rx.borrow().is_some();
         let snapshot = snapshot_rx.borrow_and_update().clone();
         let observed = snapshot.pod(&uid);
-        let done = match &last_pod {
+        let actions = match &last_pod {
             Some(pod) => {
                 let outcome = sync_once(
                     &shared,
@@ -125,17 +128,22 @@ pub async fn run(
                     &mut last_written,
                 )
                 .await;
-                outcome.acted
+                outcome.actions
             }
             None => {
                 let (namespace, name) = orphan.clone().unwrap_or_default();
                 clean_orphan(&shared, &uid, &namespace, &name, &observed, &mut state).await
             }
         };
-        if done {
+        let acted = !actions.is_empty();
+        let repeated = acted && actions == last_actions;
+        last_actions = actions;
+        if acted {
             // Something changed in the runtime: look again before deciding anything else.
             shared.pleg.relist().await;
-            continue;
+            if !repeated {
+                continue;
+            }
         }
         if !in_api && observed.sandbox.is_none() && observed.containers.is_empty() {
             tracing::debug!(%uid, "pod worker done");
@@ -192,7 +200,7 @@ async fn clean_orphan(
     name: &str,
     observed: &Observed,
     state: &mut WorkerState,
-) -> bool {
+) -> Vec<Action> {
     let spec = PodSpec::default();
     let view = PodView {
         spec: &spec,
@@ -201,8 +209,7 @@ async fn clean_orphan(
         deletion_grace: Some(Duration::from_secs(2)),
     };
     let actions = sync::plan(&view, observed, state, shared.backoff, SystemTime::now());
-    let acted = !actions.is_empty();
-    for action in actions {
+    for action in actions.clone() {
         tracing::info!(%uid, %namespace, %name, ?action, "cleaning up an orphaned pod");
         execute_cleanup(
             shared,
@@ -213,7 +220,7 @@ async fn clean_orphan(
         )
         .await;
     }
-    acted
+    actions
 }
 
 async fn execute_cleanup(
@@ -253,7 +260,8 @@ async fn execute_cleanup(
 }
 
 struct Outcome {
-    acted: bool,
+    /// What was done (empty: nothing to do).
+    actions: Vec<Action>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -289,7 +297,7 @@ async fn sync_once(
 
     let actions = sync::plan(&view, observed, state, shared.backoff, now);
     let acted = !actions.is_empty();
-    for action in actions {
+    for action in actions.clone() {
         tracing::debug!(pod = %pod.name, ?action, "pod action");
         match action {
             Action::CreateSandbox => {
@@ -389,14 +397,16 @@ async fn sync_once(
                     Err(e) if e.is_not_found() || e.is_conflict() => {}
                     Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot delete the pod"),
                 }
-                return Outcome { acted: false };
+                return Outcome {
+                    actions: Vec::new(),
+                };
             }
         }
     }
     if !acted && in_api && !terminating {
         write_status(shared, pod, observed, state, &pod_ip, last_written).await;
     }
-    Outcome { acted }
+    Outcome { actions }
 }
 
 /// Starts and stops probers to match the running containers.
