@@ -55,6 +55,10 @@ pub(crate) struct MasterArgs {
         default_value = "*"
     )]
     controllers: Vec<String>,
+    /// The local cloud's router: the network namespace (an `ip netns` name) where the route
+    /// controller installs routes to nodes' pod CIDRs [default: this process's own].
+    #[arg(long, env = "KEELSON_CLOUD_ROUTER_NETNS")]
+    cloud_router_netns: Option<String>,
 }
 
 impl MasterArgs {
@@ -74,6 +78,7 @@ impl MasterArgs {
             pod_eviction_timeout_secs: 10,
             cluster_cidr: "10.244.0.0/16".to_string(),
             controllers: vec!["*".to_string()],
+            cloud_router_netns: None,
         }
     }
 }
@@ -212,6 +217,7 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
             pod_eviction_timeout: Duration::from_secs(args.pod_eviction_timeout_secs),
             cluster_cidr: args.cluster_cidr.clone(),
             enabled: args.controllers.clone(),
+            cloud_router_netns: args.cloud_router_netns.clone(),
             ..ControlPlaneConfig::default()
         },
     );

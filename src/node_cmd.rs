@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
+use keelson_node::network::{self, NetworkConfig, PodNetwork};
 use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
 use tokio::sync::watch;
 
@@ -95,6 +96,10 @@ pub(crate) struct NodeArgs {
     /// registry [default: DATA_DIR/airgap-images].
     #[arg(long, env = "KEELSON_AIRGAP_DIR")]
     airgap_dir: Option<PathBuf>,
+    /// All pods' addresses (the masters' `--cluster-cidr`): pod traffic to elsewhere is
+    /// masqueraded.
+    #[arg(long, env = "KEELSON_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
 }
 
 impl NodeArgs {
@@ -119,6 +124,8 @@ impl NodeArgs {
             crash_backoff_max_ms: 300_000,
             insecure_registries: Vec::new(),
             airgap_dir: None,
+            cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
+                .unwrap_or_default(),
         }
     }
 }
@@ -248,7 +255,23 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             let version = runc_version().context(
                 "--runtime runc needs root and runc (apt-get install runc); or use --runtime process",
             )?;
-            let runc = RuncRuntime::new(&state, shim).context("opening the runc runtime")?;
+            let network = Arc::new(PodNetwork::new(NetworkConfig {
+                dir: args.data_dir.join("network"),
+                cluster_cidr: args.cluster_cidr,
+                bridge: network::BRIDGE.to_string(),
+            }));
+            if let Err(e) = network.restore().await {
+                tracing::warn!(error = %e, "cannot restore the pod network");
+            }
+            tokio::spawn(network::follow_pod_cidr(
+                api.clone(),
+                args.name.clone(),
+                network.clone(),
+                stop.clone(),
+            ));
+            let runc = RuncRuntime::new(&state, shim)
+                .and_then(|r| r.with_network(network))
+                .context("opening the runc runtime")?;
             (Arc::new(runc), format!("runc://{version}"))
         }
         _ => {

@@ -26,6 +26,7 @@ fn sandbox() -> SandboxInfo {
         pod_namespace: "default".into(),
         pod_name: "pod".into(),
         netns: None,
+        ip: None,
     }
 }
 

@@ -87,6 +87,7 @@ impl Fixture {
             pod_namespace: "default".into(),
             pod_name: "pod".into(),
             netns: None,
+            ip: None,
         }
     }
 

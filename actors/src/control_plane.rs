@@ -33,6 +33,9 @@ pub struct ControlPlaneConfig {
     pub node_cidr_mask: u8,
     /// Which controllers run (`*` for all); names as in [`CHILDREN`].
     pub enabled: Vec<String>,
+    /// The local cloud's router: the network namespace (`ip netns` name) where routes to
+    /// nodes' pod CIDRs go; `None` for this process's own.
+    pub cloud_router_netns: Option<String>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -44,6 +47,7 @@ impl Default for ControlPlaneConfig {
             cluster_cidr: "10.244.0.0/16".to_string(),
             node_cidr_mask: 24,
             enabled: vec!["*".to_string()],
+            cloud_router_netns: None,
         }
     }
 }
@@ -240,7 +244,7 @@ async fn begin_term(
         informers,
         events,
         config: config.clone(),
-        cloud: Arc::new(LocalCloud::default()),
+        cloud: Arc::new(LocalCloud::default().with_router_netns(config.cloud_router_netns.clone())),
     };
     let children: Vec<ChildSpec> = CHILDREN
         .iter()

@@ -13,6 +13,7 @@ pub mod images;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod link;
+pub mod network;
 pub mod pod_status;
 pub mod runtime;
 

@@ -15,6 +15,22 @@ pub fn keelson() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
 }
 
+/// `keelson`, run inside the network namespace `netns` (an `ip netns` name) when one is given.
+/// Only the network namespace is entered: the process shares the machine's mounts.
+pub fn keelson_in(netns: Option<&str>) -> Command {
+    match netns {
+        None => keelson(),
+        Some(netns) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net=/run/netns/{netns}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_keelson"));
+            command
+        }
+    }
+}
+
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -36,6 +52,8 @@ pub struct Master {
     pub peer: String,
     pub api: String,
     pub dir: PathBuf,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -86,9 +104,34 @@ impl Cluster {
                 peer: format!("127.0.0.1:{}", free_udp_port()),
                 api: format!("127.0.0.1:{}", free_tcp_port()),
                 dir: dir.path().join(format!("m{i}")),
+                netns: None,
                 child: None,
             })
             .collect();
+        Cluster::launch(masters, extra_args, dir).await
+    }
+
+    /// Starts one master in each of `hosts` (network namespace, address), on the standard
+    /// ports of its own address.
+    pub async fn start_on(hosts: &[(String, std::net::Ipv4Addr)], extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let masters: Vec<Master> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (netns, ip))| Master {
+                name: format!("m{i}"),
+                peer: format!("{ip}:7000"),
+                api: format!("{ip}:6443"),
+                dir: dir.path().join(format!("m{i}")),
+                netns: Some(netns.clone()),
+                child: None,
+            })
+            .collect();
+        Cluster::launch(masters, extra_args, dir).await
+    }
+
+    async fn launch(masters: Vec<Master>, extra_args: &[&str], dir: tempfile::TempDir) -> Cluster {
+        let n = masters.len();
         let peers: Vec<String> = masters
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer))
@@ -115,7 +158,7 @@ impl Cluster {
             .append(true)
             .open(m.dir.with_extension("log"))
             .unwrap();
-        let child = keelson()
+        let child = keelson_in(m.netns.as_deref())
             .args([
                 "master", "--name", &m.name, "--peer", &m.peer, "--api", &m.api,
             ])
@@ -190,6 +233,16 @@ impl Cluster {
             .map(|i| self.masters[i].peer.as_str())
             .collect();
         running.join(",")
+    }
+
+    /// The directory the masters (and nodes) keep their data in.
+    pub fn base_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The pid of master `i`'s process, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.masters[i].child.as_ref().map(Child::id)
     }
 
     pub fn client(&self, i: usize) -> Api {

@@ -2,6 +2,7 @@
 #![allow(unreachable_pub, dead_code)]
 
 pub mod cluster;
+pub mod hosts;
 pub mod nodes;
 pub mod real_node;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::cluster::{keelson, Api, Cluster};
+use super::cluster::{keelson_in, Api, Cluster};
 
 /// Fails (never skips) a test that needs root and runc on a machine without them.
 pub fn require_root_and_runc() {
@@ -36,6 +36,8 @@ pub struct RealNode {
     token: String,
     extra: Vec<String>,
     log: PathBuf,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -43,6 +45,16 @@ impl RealNode {
     /// Starts node `name` with its data in the cluster's directory; `extra` are more
     /// `keelson node` arguments.
     pub fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> RealNode {
+        RealNode::start_in(cluster, name, None, extra)
+    }
+
+    /// Starts node `name` inside the network namespace `netns` (when given).
+    pub fn start_in(
+        cluster: &Cluster,
+        name: &str,
+        netns: Option<&str>,
+        extra: &[&str],
+    ) -> RealNode {
         require_root_and_runc();
         let base = cluster.masters[0]
             .dir
@@ -60,6 +72,7 @@ impl RealNode {
             token,
             extra: extra.iter().map(|a| a.to_string()).collect(),
             log: base.join(format!("node-{name}.log")),
+            netns: netns.map(str::to_string),
             child: None,
         };
         node.spawn();
@@ -72,7 +85,7 @@ impl RealNode {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = keelson()
+        let child = keelson_in(self.netns.as_deref())
             .args(["node", "--runtime", "runc", "--name", &self.name])
             .arg("--data-dir")
             .arg(&self.dir)
@@ -96,6 +109,11 @@ impl RealNode {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The pid of the node process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `kill -9` of the node process (its containers keep running).

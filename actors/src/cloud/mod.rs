@@ -85,6 +85,9 @@ pub struct LocalCloud {
     /// Where volumes are created.
     data_dir: PathBuf,
     routes: Mutex<BTreeMap<String, Route>>,
+    /// The network namespace (an `ip netns` name) that routes between the nodes, when it is
+    /// not this process's own: the "cloud's" router.
+    router_netns: Option<String>,
 }
 
 impl Default for LocalCloud {
@@ -158,7 +161,14 @@ impl LocalCloud {
         LocalCloud {
             data_dir,
             routes: Mutex::new(BTreeMap::new()),
+            router_netns: None,
         }
+    }
+
+    /// Installs routes in the named network namespace instead of this process's.
+    pub fn with_router_netns(mut self, netns: Option<String>) -> Self {
+        self.router_netns = netns;
+        self
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Route>> {
@@ -167,8 +177,12 @@ impl LocalCloud {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn ip_route(args: &[&str]) -> Result<(), CloudError> {
-        let output = std::process::Command::new("ip")
+    fn ip_route(&self, args: &[&str]) -> Result<(), CloudError> {
+        let mut command = std::process::Command::new("ip");
+        if let Some(netns) = &self.router_netns {
+            command.args(["-n", netns]);
+        }
+        let output = command
             .arg("route")
             .args(args)
             .output()
@@ -219,7 +233,11 @@ impl CloudProvider for LocalCloud {
             node_name: node_name.to_string(),
             pod_cidr: pod_cidr.to_string(),
             node_ip: node_ip.to_string(),
-            installed: route_needed(node_ip, is_root(), is_local_address(node_ip)),
+            installed: route_needed(
+                node_ip,
+                is_root(),
+                self.router_netns.is_none() && is_local_address(node_ip),
+            ),
         };
         if let Some(existing) = self.routes().get(node_name) {
             if existing.pod_cidr == wanted.pod_cidr && existing.node_ip == wanted.node_ip {
@@ -227,7 +245,7 @@ impl CloudProvider for LocalCloud {
             }
         }
         if wanted.installed {
-            LocalCloud::ip_route(&["replace", pod_cidr, "via", node_ip])?;
+            self.ip_route(&["replace", pod_cidr, "via", node_ip])?;
             tracing::info!(node = node_name, pod_cidr, node_ip, "route installed");
         } else {
             tracing::info!(
@@ -244,7 +262,7 @@ impl CloudProvider for LocalCloud {
     fn delete_route(&self, node_name: &str) -> Result<(), CloudError> {
         let removed = self.routes().remove(node_name);
         if let Some(route) = removed.filter(|r| r.installed) {
-            LocalCloud::ip_route(&["del", &route.pod_cidr, "via", &route.node_ip])?;
+            self.ip_route(&["del", &route.pod_cidr, "via", &route.node_ip])?;
         }
         Ok(())
     }

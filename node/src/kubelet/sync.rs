@@ -567,12 +567,18 @@ fn condition(existing: &[Value], kind: &str, ok: bool, reason: Option<&str>, now
     out
 }
 
+/// The condition saying a pod runs on the host's network though it did not ask to.
+pub const HOST_NETWORK_CONDITION: &str = "keelson.io/HostNetwork";
+
 /// Identity of a pod for messages and addresses.
 pub struct PodFacts<'a> {
     pub name: &'a str,
     pub host_ip: &'a str,
     /// The pod's IP (the host's for host-network pods; empty when it has none).
     pub pod_ip: &'a str,
+    /// The pod asked for its own network but the runtime gave it the host's (process
+    /// runtime): said in a condition.
+    pub host_network_fallback: bool,
     /// The status the API holds now (for conditions' transition times, start time, QoS).
     pub current: &'a Value,
 }
@@ -648,6 +654,20 @@ pub fn pod_status(
     ];
     if let Some(scheduled) = existing.iter().find(|c| c["type"] == "PodScheduled") {
         conditions.push(scheduled.clone());
+    }
+    if facts.host_network_fallback {
+        let since = existing
+            .iter()
+            .find(|c| c["type"] == HOST_NETWORK_CONDITION)
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .map_or(now_text.clone(), str::to_string);
+        conditions.push(json!({
+            "type": HOST_NETWORK_CONDITION,
+            "status": "True",
+            "reason": "NoPodNetwork",
+            "message": "this node's runtime cannot give pods their own network; the pod uses the node's",
+            "lastTransitionTime": since,
+        }));
     }
     let start_time = facts.current["startTime"]
         .as_str()

@@ -286,10 +286,14 @@ async fn sync_once(
             .or((!in_api).then_some(Duration::from_secs(2))),
     };
     let host_network = pod.spec.host_network == Some(true);
-    let pod_ip = if host_network {
-        shared.node_ip.clone()
-    } else {
-        String::new()
+    let pod_ip = match &observed.sandbox {
+        Some(sandbox) => match (&sandbox.ip, &sandbox.netns) {
+            (Some(ip), _) => ip.clone(),
+            (None, None) => shared.node_ip.clone(),
+            (None, Some(_)) => String::new(),
+        },
+        None if host_network => shared.node_ip.clone(),
+        None => String::new(),
     };
     let dir = pod_dir(&shared.pods_dir, &pod.namespace, &pod.name, &pod.uid);
 
@@ -685,6 +689,8 @@ async fn write_status(
         name: &pod.name,
         host_ip: &shared.node_ip,
         pod_ip,
+        host_network_fallback: pod.spec.host_network != Some(true)
+            && observed.sandbox.as_ref().is_some_and(|s| s.netns.is_none()),
         current: &current,
     };
     let status = sync::pod_status(

@@ -93,6 +93,8 @@ pub struct SandboxInfo {
     pub pod_name: String,
     /// The network namespace its containers join (`None`: the host's).
     pub netns: Option<PathBuf>,
+    /// The pod's own address (`None`: it has none, e.g. it uses the host's network).
+    pub ip: Option<String>,
 }
 
 /// What a container is doing now.

@@ -76,6 +76,7 @@ impl ProcessRuntime {
             pod_name: config.pod_name.clone(),
             host_network: true,
             netns: None,
+            ip: None,
         };
         shim::write_json_atomic(&file, &record).map_err(|e| RuntimeError::Io(e.to_string()))?;
         Ok(record.info())

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
@@ -33,6 +34,7 @@ use super::{
     labels_from_map, labels_map, ContainerConfig, ContainerInfo, ContainerState, ExecOutput,
     Listing, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Usage,
 };
+use crate::network::PodNetwork;
 
 /// How long `start_container` waits for the shim to report.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +74,9 @@ pub(super) struct SandboxRecord {
     pub(super) pod_name: String,
     pub(super) host_network: bool,
     pub(super) netns: Option<PathBuf>,
+    /// The pod's address on the pod network (none: no pod network, or the host's).
+    #[serde(default)]
+    pub(super) ip: Option<String>,
 }
 
 impl SandboxRecord {
@@ -82,6 +87,7 @@ impl SandboxRecord {
             pod_namespace: self.pod_namespace.clone(),
             pod_name: self.pod_name.clone(),
             netns: self.netns.clone(),
+            ip: self.ip.clone(),
         }
     }
 }
@@ -109,6 +115,9 @@ pub struct RuncRuntime {
     runc: PathBuf,
     max_log_bytes: u64,
     max_log_files: u32,
+    /// Wires sandboxes into the node's pod network (none: pods get a namespace with only
+    /// loopback).
+    network: Option<Arc<PodNetwork>>,
 }
 
 impl RuncRuntime {
@@ -124,7 +133,25 @@ impl RuncRuntime {
             runc: PathBuf::from("runc"),
             max_log_bytes: shim::DEFAULT_MAX_LOG_BYTES,
             max_log_files: shim::DEFAULT_MAX_LOG_FILES,
+            network: None,
         })
+    }
+
+    /// Attaches every new sandbox to `network`, and releases addresses held for sandboxes
+    /// that no longer exist.
+    pub fn with_network(mut self, network: Arc<PodNetwork>) -> Result<Self, RuntimeError> {
+        let live: std::collections::BTreeSet<String> =
+            dir_names(&self.state_dir.join("sandboxes"))?
+                .into_iter()
+                .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+                .collect();
+        match network.release_all_but(&live) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released addresses of vanished sandboxes"),
+            Err(e) => tracing::warn!(error = %e, "cannot check the pod address reservations"),
+        }
+        self.network = Some(network);
+        Ok(self)
     }
 
     /// Log rotation: rotate past `max_bytes`, keep `max_files` files (current included).
@@ -168,16 +195,30 @@ impl RuncRuntime {
         if let Some(record) = read_json::<SandboxRecord>(&file) {
             return Ok(record.info());
         }
-        let netns = if config.host_network {
-            None
+        let (netns, ip) = if config.host_network {
+            (None, None)
         } else {
             let name = netns_name(&config.id);
             let path = Path::new(NETNS_DIR).join(&name);
             if !path.exists() {
                 run_ip(&["netns", "add", &name]).await?;
             }
-            run_ip(&["-n", &name, "link", "set", "lo", "up"]).await?;
-            Some(path)
+            let ip = match &self.network {
+                Some(network) => match network.attach(&config.id, &name).await {
+                    Ok(ip) => Some(ip.to_string()),
+                    Err(e) => {
+                        let _ = run_ip(&["netns", "delete", &name]).await;
+                        return Err(RuntimeError::Other(format!(
+                            "cannot attach the pod to the network: {e}"
+                        )));
+                    }
+                },
+                None => {
+                    run_ip(&["-n", &name, "link", "set", "lo", "up"]).await?;
+                    None
+                }
+            };
+            (Some(path), ip)
         };
         let record = SandboxRecord {
             id: config.id.clone(),
@@ -186,6 +227,7 @@ impl RuncRuntime {
             pod_name: config.pod_name.clone(),
             host_network: config.host_network,
             netns,
+            ip,
         };
         shim::write_json_atomic(&file, &record).map_err(|e| RuntimeError::Io(e.to_string()))?;
         Ok(record.info())
@@ -196,6 +238,11 @@ impl RuncRuntime {
         let name = netns_name(id);
         if Path::new(NETNS_DIR).join(&name).exists() {
             run_ip(&["netns", "delete", &name]).await?;
+        }
+        if let Some(network) = &self.network {
+            network.detach(id).map_err(|e| {
+                RuntimeError::Other(format!("cannot release the pod's address: {e}"))
+            })?;
         }
         match fs::remove_file(self.sandbox_file(id)) {
             Ok(()) => Ok(()),

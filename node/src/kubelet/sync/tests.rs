@@ -40,6 +40,7 @@ fn sandbox() -> SandboxInfo {
         pod_namespace: "default".into(),
         pod_name: "p".into(),
         netns: None,
+        ip: None,
     }
 }
 
@@ -104,6 +105,7 @@ fn status(spec: &PodSpec, observed: &Observed, state: &WorkerState, now: u64) ->
         name: "p",
         host_ip: "10.0.0.1",
         pod_ip: "",
+        host_network_fallback: false,
         current: &current,
     };
     pod_status(&view(spec), &facts, observed, state, backoff(), t(now))
