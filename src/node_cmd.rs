@@ -100,6 +100,13 @@ pub(crate) struct NodeArgs {
     /// masqueraded.
     #[arg(long, env = "KEELSON_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
+    /// The DNS servers pods use (dnsPolicy ClusterFirst) [default: this node's cluster DNS
+    /// when it runs one, else the node's own resolv.conf].
+    #[arg(long, env = "KEELSON_CLUSTER_DNS", value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain.
+    #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 impl NodeArgs {
@@ -126,6 +133,8 @@ impl NodeArgs {
             airgap_dir: None,
             cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16)
                 .unwrap_or_default(),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
         }
     }
 }
@@ -329,6 +338,11 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
         },
         max_pods: args.max_pods,
         runtime_version: version,
+        dns: kubelet::etc_files::DnsSettings {
+            cluster_dns: args.cluster_dns.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        },
     };
     let kubelet = Kubelet::new(api, runtime, Arc::new(images), config);
     if let Some(link) = &link {

@@ -380,6 +380,98 @@ async fn a_memory_limit_is_enforced_as_an_oom_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_and_secret_volumes_follow_their_sources() {
+    let cluster = Cluster::start(1).await;
+    let _node = RealNode::start(&cluster, "n1", &[]);
+    let api = cluster.client(0);
+    node_ready(&api, "n1").await;
+
+    let reply = api
+        .post(
+            &format!("{NS}/configmaps"),
+            &json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello-1"}}),
+        )
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.text);
+    let reply = api
+        .post(
+            &format!("{NS}/secrets"),
+            &json!({"metadata": {"name": "pw"}, "stringData": {"password": "s3cret-1"}}),
+        )
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.text);
+    let reader = sh(
+        "reader",
+        "while true; do echo \"$(cat /cfg/greeting) $(cat /pw/password)\"; sleep 0.3; done",
+    );
+    let mut reader = reader;
+    reader["volumeMounts"] = json!([
+        {"name": "cfg", "mountPath": "/cfg"},
+        {"name": "pw", "mountPath": "/pw"},
+    ]);
+    create(
+        &api,
+        &pod(
+            "reader",
+            json!({
+                "nodeName": "n1",
+                "containers": [reader],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "cfg"}},
+                    {"name": "pw", "secret": {"secretName": "pw"}},
+                ],
+            }),
+        ),
+    )
+    .await;
+    wait_for(
+        &api,
+        &format!("{NS}/pods/reader"),
+        Duration::from_secs(60),
+        "Running",
+        |p| phase(p) == "Running",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logs(&api, "reader", "").await.contains("hello-1 s3cret-1") {
+        assert!(Instant::now() < deadline, "never read the first values");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Both sources change; the running container sees the new files without a restart.
+    let reply = api
+        .patch(
+            &format!("{NS}/configmaps/cfg"),
+            "application/merge-patch+json",
+            r#"{"data": {"greeting": "hello-2"}}"#,
+        )
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.text);
+    let reply = api
+        .patch(
+            &format!("{NS}/secrets/pw"),
+            "application/merge-patch+json",
+            r#"{"stringData": {"password": "s3cret-2"}}"#,
+        )
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = logs(&api, "reader", "").await;
+        if log.contains("hello-2 s3cret-2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the volumes did not follow their sources: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let pod = api.get(&format!("{NS}/pods/reader")).await.body;
+    assert_eq!(container_status(&pod, "reader")["restartCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_stops_containers_and_node_restarts_adopt_them() {
     let cluster = Cluster::start(1).await;
     let mut node = RealNode::start(&cluster, "n1", &[]);

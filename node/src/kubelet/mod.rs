@@ -4,6 +4,7 @@
 //! restart the kubelet adopts what the runtime holds and cleans up what no pod owns.
 
 pub mod container;
+pub mod etc_files;
 pub mod events;
 pub mod image_source;
 pub mod logs;
@@ -59,6 +60,8 @@ pub struct KubeletConfig {
     pub max_pods: u32,
     /// E.g. `runc://1.1.5`.
     pub runtime_version: String,
+    /// What pods' resolv.conf says.
+    pub dns: etc_files::DnsSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,7 @@ impl Kubelet {
             node_ip: config.node_ip.clone(),
             pods_dir: config.pods_dir.clone(),
             backoff: config.backoff,
+            dns: config.dns.clone(),
         };
         pod_loop(shared, stop).await;
         heartbeat.abort();

@@ -98,17 +98,20 @@ fn safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
-/// Writes `data` (all keys, or `items`) into `dir`, replacing what was there.
+/// The link in a projected volume to the current version of its files.
+const DATA_LINK: &str = "..data";
+
+/// Writes `data` (all keys, or `items`) into `dir` the way Kubernetes' atomic writer does, so
+/// that containers with `dir` mounted see a new version all at once: the files go into a new
+/// hidden `..<version>` directory, the `..data` link is renamed over to point at it, and each
+/// top-level name in `dir` is a link through `..data`. Returns whether anything changed.
 fn write_files(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     what: &str,
-) -> Result<(), VolumeError> {
-    let staging = dir.with_extension("new");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| io("creating a volume", e))?;
-    let files: Vec<(String, &Vec<u8>)> = match items {
+) -> Result<bool, VolumeError> {
+    let files: BTreeMap<String, &Vec<u8>> = match items {
         Some(items) => items
             .iter()
             .map(|item| {
@@ -119,20 +122,164 @@ fn write_files(
             .collect::<Result<_, _>>()?,
         None => data.iter().map(|(k, v)| (k.clone(), v)).collect(),
     };
-    for (path, bytes) in files {
-        if !safe_relative(&path) {
-            return Err(VolumeError::Config(format!(
-                "{what}: path {path:?} leaves the volume"
-            )));
-        }
-        let target = staging.join(&path);
+    if let Some(bad) = files
+        .keys()
+        .find(|p| !safe_relative(p) || p.starts_with(".."))
+    {
+        return Err(VolumeError::Config(format!(
+            "{what}: path {bad:?} leaves the volume"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("creating a volume", e))?;
+    let current = dir.join(DATA_LINK);
+    let unchanged = std::fs::read_link(&current).is_ok()
+        && files
+            .iter()
+            .all(|(path, bytes)| std::fs::read(current.join(path)).is_ok_and(|b| &b == *bytes))
+        && listed_files(&current) == files.keys().cloned().collect::<Vec<_>>();
+    if unchanged {
+        return Ok(false);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let version = format!("..{stamp}");
+    let staging = dir.join(&version);
+    for (path, bytes) in &files {
+        let target = staging.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("creating a volume", e))?;
         }
         std::fs::write(&target, bytes).map_err(|e| io("writing a volume file", e))?;
     }
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&staging, dir).map_err(|e| io("placing a volume", e))
+    std::fs::create_dir_all(&staging).map_err(|e| io("creating a volume", e))?;
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&version, &tmp_link).map_err(|e| io("linking a volume", e))?;
+    std::fs::rename(&tmp_link, &current).map_err(|e| io("switching a volume", e))?;
+    // Top-level names: links through ..data; names no longer present are removed.
+    let tops: std::collections::BTreeSet<String> = files
+        .keys()
+        .filter_map(|p| p.split('/').next().map(str::to_string))
+        .collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| !m.file_type().is_symlink()) {
+            // A file of the layout before atomic writes.
+            let _ = std::fs::remove_dir_all(&link).or_else(|_| std::fs::remove_file(&link));
+        }
+        if std::fs::read_link(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new(DATA_LINK).join(top), &link)
+                .map_err(|e| io("linking a volume file", e))?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let stale_version = name.starts_with("..") && name != DATA_LINK && name != version;
+            if stale_version {
+                let _ = std::fs::remove_dir_all(entry.path());
+            } else if !name.starts_with("..") && !tops.contains(&name) {
+                let path = entry.path();
+                let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The files under `dir` (following the ..data link), as relative paths, sorted.
+fn listed_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>, depth: usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && depth < 16 {
+                walk(base, &path, out, depth + 1);
+            } else if let Ok(rel) = path.strip_prefix(base) {
+                out.push(rel.to_string_lossy().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out, 0);
+    out.sort();
+    out
+}
+
+/// Rewrites the pod's configMap and secret volumes whose sources changed (containers see the
+/// new files through their mounts). Returns the names of the volumes that changed.
+pub async fn refresh(
+    api: &ApiClient,
+    namespace: &str,
+    pod_dir: &Path,
+    spec: &PodSpec,
+) -> Result<Vec<String>, VolumeError> {
+    let mut changed = Vec::new();
+    for volume in spec.volumes.iter().flatten() {
+        if volume.config_map.is_none() && volume.secret.is_none() {
+            continue;
+        }
+        if project(api, namespace, pod_dir, volume).await? {
+            changed.push(volume.name.clone());
+        }
+    }
+    Ok(changed)
+}
+
+/// The ConfigMaps and Secrets a pod's volumes project: (plural, name).
+pub fn projected_sources(spec: &PodSpec) -> Vec<(&'static str, String)> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            if let Some(cm) = &v.config_map {
+                Some(("configmaps", cm.name.clone()))
+            } else {
+                v.secret
+                    .as_ref()
+                    .and_then(|s| s.secret_name.clone())
+                    .map(|name| ("secrets", name))
+            }
+        })
+        .collect()
+}
+
+/// Writes a configMap or secret volume's files; returns whether they changed.
+async fn project(
+    api: &ApiClient,
+    namespace: &str,
+    pod_dir: &Path,
+    volume: &Volume,
+) -> Result<bool, VolumeError> {
+    let dir = pod_dir.join("volumes").join(&volume.name);
+    let (path, what, optional, items, secret) = if let Some(source) = &volume.config_map {
+        (
+            format!("/api/v1/namespaces/{namespace}/configmaps/{}", source.name),
+            format!("configmap {:?}", source.name),
+            source.optional == Some(true),
+            source.items.as_ref(),
+            false,
+        )
+    } else if let Some(source) = &volume.secret {
+        let name = source.secret_name.clone().unwrap_or_default();
+        (
+            format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+            format!("secret {name:?}"),
+            source.optional == Some(true),
+            source.items.as_ref(),
+            true,
+        )
+    } else {
+        return Ok(false);
+    };
+    match get_object(api, &path, &what).await {
+        Ok(object) => write_files(&dir, &data_of(&object, secret), items, &what),
+        Err(VolumeError::Config(_)) if optional => write_files(&dir, &BTreeMap::new(), None, &what),
+        Err(e) => Err(e),
+    }
 }
 
 /// Prepares a volume and returns the host directory (or file) it is.
@@ -168,44 +315,8 @@ async fn prepare(
         }
         return Ok(path);
     }
-    if let Some(source) = &volume.config_map {
-        let what = format!("configmap {:?}", source.name);
-        match get_object(
-            api,
-            &format!(
-                "/api/v1/namespaces/{}/configmaps/{}",
-                pod.namespace, source.name
-            ),
-            &what,
-        )
-        .await
-        {
-            Ok(object) => {
-                write_files(&dir, &data_of(&object, false), source.items.as_ref(), &what)?
-            }
-            Err(VolumeError::Config(_)) if source.optional == Some(true) => {
-                write_files(&dir, &BTreeMap::new(), None, &what)?
-            }
-            Err(e) => return Err(e),
-        }
-        return Ok(dir);
-    }
-    if let Some(source) = &volume.secret {
-        let name = source.secret_name.clone().unwrap_or_default();
-        let what = format!("secret {name:?}");
-        match get_object(
-            api,
-            &format!("/api/v1/namespaces/{}/secrets/{name}", pod.namespace),
-            &what,
-        )
-        .await
-        {
-            Ok(object) => write_files(&dir, &data_of(&object, true), source.items.as_ref(), &what)?,
-            Err(VolumeError::Config(_)) if source.optional == Some(true) => {
-                write_files(&dir, &BTreeMap::new(), None, &what)?
-            }
-            Err(e) => return Err(e),
-        }
+    if volume.config_map.is_some() || volume.secret.is_some() {
+        project(api, pod.namespace, pod.dir, volume).await?;
         return Ok(dir);
     }
     Err(VolumeError::Config(format!(
@@ -468,16 +579,33 @@ mod tests {
             ("a".to_string(), b"1".to_vec()),
             ("b".to_string(), b"2".to_vec()),
         ]);
-        write_files(&target, &data, None, "cm").unwrap();
+        assert!(write_files(&target, &data, None, "cm").unwrap());
         assert_eq!(std::fs::read(target.join("b")).unwrap(), b"2");
+        assert!(
+            !write_files(&target, &data, None, "cm").unwrap(),
+            "the same data again changes nothing"
+        );
+        assert!(std::fs::read_link(target.join("..data")).is_ok());
+        assert!(
+            std::fs::read_link(target.join("b")).is_ok(),
+            "files are links through ..data"
+        );
         let items = vec![KeyToPath {
             key: "a".into(),
             path: "sub/x".into(),
             mode: None,
             ..KeyToPath::default()
         }];
-        write_files(&target, &data, Some(&items), "cm").unwrap();
+        assert!(write_files(&target, &data, Some(&items), "cm").unwrap());
         assert_eq!(std::fs::read(target.join("sub/x")).unwrap(), b"1");
+        let versions = std::fs::read_dir(&target)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_string_lossy().starts_with("..") && e.file_name() != "..data"
+            })
+            .count();
+        assert_eq!(versions, 1, "old versions are removed");
         assert!(
             !target.join("b").exists(),
             "a rewrite replaces the old files"

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::container::{self, Placement};
+use super::etc_files::{self, DnsSettings};
 use super::events::Recorder;
 use super::pleg::{Pleg, Snapshot};
 use super::probe::{self, ProbeKind, ProbeReport};
@@ -42,6 +43,7 @@ pub struct Shared {
     pub node_ip: String,
     pub pods_dir: PathBuf,
     pub backoff: Backoff,
+    pub dns: DnsSettings,
 }
 
 /// The directory of a pod's volumes and logs.
@@ -105,10 +107,24 @@ pub async fn run(
     // The actions of the last sync: the same actions again mean they did not take (a runtime
     // error): they are retried at the resync period, not in a tight loop.
     let mut last_actions: Vec<Action> = Vec::new();
+    // Changes of the ConfigMaps and Secrets the pod's volumes project wake the worker.
+    let (source_tx, mut source_rx) = mpsc::channel::<()>(1);
+    let mut source_watch: Option<AbortOnDrop> = None;
     loop {
         let current = pod_rx.borrow_and_update().clone();
         if let Some(object) = current {
             if let Some(pod) = Pod::from(object) {
+                if source_watch.is_none() {
+                    let sources = volumes::projected_sources(&pod.spec);
+                    if !sources.is_empty() {
+                        source_watch = Some(AbortOnDrop(tokio::spawn(watch_sources(
+                            shared.api.clone(),
+                            pod.namespace.clone(),
+                            sources,
+                            source_tx.clone(),
+                        ))));
+                    }
+                }
                 last_pod = Some(pod);
             }
         }
@@ -159,8 +175,73 @@ pub async fn run(
             }
             _ = snapshot_rx.changed() => {}
             Some(report) = probe_rx.recv() => record_probe(&shared, last_pod.as_ref(), &mut state, report),
+            Some(()) = source_rx.recv() => refresh_volumes(&shared, last_pod.as_ref()).await,
             () = tokio::time::sleep(RESYNC) => {}
         }
+    }
+}
+
+/// Aborts a task when dropped (a worker's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The longest wait before a broken source watch is opened again.
+const SOURCE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Watches each of `sources` (plural, name) in `namespace`; every event wakes the worker
+/// (a reopened watch starts with the object as it is, so nothing missed stays missed).
+async fn watch_sources(
+    api: crate::api::ApiClient,
+    namespace: String,
+    sources: Vec<(&'static str, String)>,
+    wake: mpsc::Sender<()>,
+) {
+    let watches = sources.into_iter().map(|(plural, name)| {
+        let api = api.clone();
+        let wake = wake.clone();
+        let path = format!(
+            "/api/v1/namespaces/{namespace}/{plural}?watch=1&fieldSelector=metadata.name%3D{name}"
+        );
+        async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match api.watch(&path).await {
+                    Ok(mut events) => {
+                        while let Some(Ok(_)) = events.next().await {
+                            let _ = wake.try_send(());
+                            delay = Duration::from_millis(500);
+                        }
+                    }
+                    Err(e) => tracing::debug!(%path, error = %e, "cannot watch a volume source"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(SOURCE_RETRY_MAX);
+            }
+        }
+    });
+    futures::future::join_all(watches).await;
+}
+
+/// Rewrites the pod's configMap and secret volumes from their sources.
+async fn refresh_volumes(shared: &Shared, pod: Option<&Pod>) {
+    let Some(pod) = pod else {
+        return;
+    };
+    let dir = pod_dir(&shared.pods_dir, &pod.namespace, &pod.name, &pod.uid);
+    if !dir.join("volumes").exists() {
+        return; // Nothing projected yet: the first container start writes them.
+    }
+    match volumes::refresh(&shared.api, &pod.namespace, &dir, &pod.spec).await {
+        Ok(changed) if !changed.is_empty() => {
+            tracing::info!(pod = %pod.name, volumes = ?changed, "volumes updated from their sources")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot refresh the pod's volumes"),
     }
 }
 
@@ -593,6 +674,27 @@ async fn start(
             .clone()
             .unwrap_or_else(|| pod.name.clone())
     };
+    let mut mounts = mounts;
+    match etc_files::write(
+        dir,
+        &pod.spec,
+        &pod.namespace,
+        pod_ip,
+        &hostname,
+        &shared.dns,
+    ) {
+        Ok(files) => {
+            let own: Vec<String> = mounts.iter().map(|m| m.container_path.clone()).collect();
+            mounts.extend(
+                files
+                    .into_iter()
+                    .filter(|f| !own.contains(&f.container_path)),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(pod = %pod.name, error = %e, "cannot write the pod's resolv.conf and hosts")
+        }
+    }
     let placement = Placement {
         id: id.clone(),
         labels: ContainerLabels {
