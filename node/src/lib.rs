@@ -14,6 +14,7 @@ pub mod kubeconfig;
 pub mod kubelet;
 pub mod link;
 pub mod pod_status;
+pub mod proxy;
 pub mod runtime;
 
 pub use api::{ApiClient, ApiError};
