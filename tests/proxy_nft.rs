@@ -24,7 +24,9 @@ fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?} (install iproute2, nftables and busybox; run as root): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {args:?} (install iproute2, nftables and busybox; run as root): {e}")
+        });
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -43,7 +45,10 @@ fn require_root_and_tools() {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
-        assert!(found, "this test needs `{tool}` installed (iproute2, nftables, busybox)");
+        assert!(
+            found,
+            "this test needs `{tool}` installed (iproute2, nftables, busybox)"
+        );
     }
 }
 
@@ -74,7 +79,10 @@ impl Topology {
         let prefix = format!("kpx{}-{test}", std::process::id());
         let node = format!("{prefix}-node");
         let client = format!("{prefix}-cl");
-        let pods = [(format!("{prefix}-pa"), POD_A, "pod-a"), (format!("{prefix}-pb"), POD_B, "pod-b")];
+        let pods = [
+            (format!("{prefix}-pa"), POD_A, "pod-a"),
+            (format!("{prefix}-pb"), POD_B, "pod-b"),
+        ];
         let mut topology = Topology {
             node: node.clone(),
             client: client.clone(),
@@ -87,26 +95,75 @@ impl Topology {
             topology.namespaces.push(ns.clone());
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        // The node: a bridge for the pods, a link to the client, a default route (so that
-        // service addresses route and rejects happen in the forward hook) and forwarding.
+        // The node: a bridge for the pods, a link to the client, a route for the service range (so
+        // that service addresses route and rejects happen in the forward hook) and forwarding.
         run(&["ip", "-n", &node, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &node, "addr", "add", "10.244.7.1/24", "dev", "br0"]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "10.244.7.1/24",
+            "dev",
+            "br0",
+        ]);
         run(&["ip", "-n", &node, "link", "set", "br0", "up"]);
-        run(&["ip", "-n", &node, "link", "add", "dummy0", "type", "dummy"]);
-        run(&["ip", "-n", &node, "link", "set", "dummy0", "up"]);
-        run(&["ip", "-n", &node, "route", "add", "default", "dev", "dummy0"]);
-        run(&["ip", "netns", "exec", &node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "route",
+            "add",
+            "10.96.0.0/12",
+            "dev",
+            "br0",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &node,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ]);
         for (i, (ns, ip, name)) in pods.iter().enumerate() {
             let host_side = format!("veth{i}");
-            run(&["ip", "-n", &node, "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-            run(&["ip", "-n", &node, "link", "set", &host_side, "master", "br0", "up"]);
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            run(&[
+                "ip", "-n", &node, "link", "add", &host_side, "type", "veth", "peer", "name",
+                "eth0", "netns", ns,
+            ]);
+            run(&[
+                "ip", "-n", &node, "link", "set", &host_side, "master", "br0", "up",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
             run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", ns, "route", "add", "default", "via", "10.244.7.1"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.244.7.1",
+            ]);
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("index.html"), name).unwrap();
             let server = Command::new("ip")
-                .args(["netns", "exec", ns, "busybox", "httpd", "-f", "-p", "8080", "-h"])
+                .args([
+                    "netns", "exec", ns, "busybox", "httpd", "-f", "-p", "8080", "-h",
+                ])
                 .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -115,12 +172,35 @@ impl Topology {
             topology.servers.push(server);
             topology._dirs.push(dir);
         }
-        run(&["ip", "-n", &node, "link", "add", "vcl", "type", "veth", "peer", "name", "eth0", "netns", &client]);
-        run(&["ip", "-n", &node, "addr", "add", &format!("{NODE_IP}/24"), "dev", "vcl"]);
+        run(&[
+            "ip", "-n", &node, "link", "add", "vcl", "type", "veth", "peer", "name", "eth0",
+            "netns", &client,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            "vcl",
+        ]);
         run(&["ip", "-n", &node, "link", "set", "vcl", "up"]);
-        run(&["ip", "-n", &client, "addr", "add", "10.250.7.2/24", "dev", "eth0"]);
+        run(&[
+            "ip",
+            "-n",
+            &client,
+            "addr",
+            "add",
+            "10.250.7.2/24",
+            "dev",
+            "eth0",
+        ]);
         run(&["ip", "-n", &client, "link", "set", "eth0", "up"]);
-        run(&["ip", "-n", &client, "route", "add", "default", "via", NODE_IP]);
+        run(&[
+            "ip", "-n", &client, "route", "add", "default", "via", NODE_IP,
+        ]);
         // Wait for both servers to answer directly.
         for ip in [POD_A, POD_B] {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,16 +212,27 @@ impl Topology {
         topology
     }
 
-    /// One HTTP GET from the client: the body, or wget's error.
+    /// One HTTP GET from the client (busybox nc: busybox wget crashes in some namespaces):
+    /// the body, or nc's error.
     fn get(&self, url: &str) -> Result<String, String> {
+        let address = url.trim_start_matches("http://").trim_end_matches('/');
+        let (host, port) = address.split_once(':').unwrap();
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.client, "busybox", "wget", "-qO-", "-T", "3", url])
+            .args(["netns", "exec", &self.client, "sh", "-c"])
+            .arg(format!(
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {host} {port}"
+            ))
             .output()
             .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        match stdout.split_once("\n\n") {
+            Some((head, body)) if out.status.success() && head.contains(" 200 ") => {
+                Ok(body.trim().to_string())
+            }
+            _ => Err(format!(
+                "{}{stdout}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
         }
     }
 
@@ -180,7 +271,9 @@ async fn apply(nft: &mut Nft, services: Vec<Value>, endpoints: Vec<Value>) {
         synced: true,
     });
     let text = rules::ruleset(&snapshot, &[NODE_IP.parse().unwrap()], CLUSTER_CIDR);
-    nft.apply(&text).await.unwrap_or_else(|e| panic!("{e}\n{text}"));
+    nft.apply(&text)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,44 +284,97 @@ async fn services_reach_ready_endpoints_through_nftables() {
     let node_port_url = format!("http://{NODE_IP}:30080/");
 
     // Phase 1: the ClusterIP spreads over both ready endpoints; a not-ready one gets nothing.
-    apply(&mut nft, vec![service(json!({}))], vec![endpoints(&[POD_A, POD_B], &["10.244.7.9"])]).await;
+    apply(
+        &mut nft,
+        vec![service(json!({}))],
+        vec![endpoints(&[POD_A, POD_B], &["10.244.7.9"])],
+    )
+    .await;
     let seen = topology.answers(&cluster_url, 30);
-    assert_eq!(seen, BTreeSet::from(["pod-a".to_string(), "pod-b".to_string()]));
+    assert_eq!(
+        seen,
+        BTreeSet::from(["pod-a".to_string(), "pod-b".to_string()])
+    );
 
     // Phase 2: the node port on the node's address reaches them too.
     let seen = topology.answers(&node_port_url, 30);
-    assert_eq!(seen, BTreeSet::from(["pod-a".to_string(), "pod-b".to_string()]));
+    assert_eq!(
+        seen,
+        BTreeSet::from(["pod-a".to_string(), "pod-b".to_string()])
+    );
 
     // Phase 3: with ClientIP affinity one client sticks to one endpoint.
-    apply(&mut nft, vec![service(json!({"sessionAffinity": "ClientIP"}))], vec![endpoints(&[POD_A, POD_B], &[])]).await;
+    apply(
+        &mut nft,
+        vec![service(json!({"sessionAffinity": "ClientIP"}))],
+        vec![endpoints(&[POD_A, POD_B], &[])],
+    )
+    .await;
     assert_eq!(topology.answers(&cluster_url, 20).len(), 1);
     assert_eq!(topology.answers(&node_port_url, 20).len(), 1);
 
     // Phase 4: a removed endpoint gets no new connections.
-    apply(&mut nft, vec![service(json!({}))], vec![endpoints(&[POD_A], &[POD_B])]).await;
-    assert_eq!(topology.answers(&cluster_url, 20), BTreeSet::from(["pod-a".to_string()]));
-    assert_eq!(topology.answers(&node_port_url, 10), BTreeSet::from(["pod-a".to_string()]));
+    apply(
+        &mut nft,
+        vec![service(json!({}))],
+        vec![endpoints(&[POD_A], &[POD_B])],
+    )
+    .await;
+    assert_eq!(
+        topology.answers(&cluster_url, 20),
+        BTreeSet::from(["pod-a".to_string()])
+    );
+    assert_eq!(
+        topology.answers(&node_port_url, 10),
+        BTreeSet::from(["pod-a".to_string()])
+    );
 
     // Phase 5: without ready endpoints connections are refused at once.
-    apply(&mut nft, vec![service(json!({}))], vec![endpoints(&[], &[POD_A, POD_B])]).await;
+    apply(
+        &mut nft,
+        vec![service(json!({}))],
+        vec![endpoints(&[], &[POD_A, POD_B])],
+    )
+    .await;
     for url in [&cluster_url, &node_port_url] {
         let started = Instant::now();
-        let error = topology.get(url).expect_err("no endpoints: the request must fail");
+        let error = topology
+            .get(url)
+            .expect_err("no endpoints: the request must fail");
         assert!(error.contains("refused"), "{url}: {error}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{url}: took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
     }
 
     // Phase 6: a proxy restart (a fresh Nft) replaces the table in one transaction.
     let mut restarted = Nft::new(Some(topology.node.clone()));
-    apply(&mut restarted, vec![service(json!({}))], vec![endpoints(&[POD_B], &[])]).await;
-    assert_eq!(topology.answers(&cluster_url, 10), BTreeSet::from(["pod-b".to_string()]));
+    apply(
+        &mut restarted,
+        vec![service(json!({}))],
+        vec![endpoints(&[POD_B], &[])],
+    )
+    .await;
+    assert_eq!(
+        topology.answers(&cluster_url, 10),
+        BTreeSet::from(["pod-b".to_string()])
+    );
     let listed = restarted.list_table(TABLE).await.unwrap();
-    assert_eq!(listed.matches("table ip keelson-proxy").count(), 1, "{listed}");
+    assert_eq!(
+        listed.matches("table ip keelson-proxy").count(),
+        1,
+        "{listed}"
+    );
 
     // Phase 7: deleting the Service removes its rules.
     apply(&mut restarted, vec![], vec![endpoints(&[POD_B], &[])]).await;
     let listed = restarted.list_table(TABLE).await.unwrap();
-    assert!(!listed.contains(CLUSTER_IP) && !listed.contains("30080"), "{listed}");
+    assert!(
+        !listed.contains(CLUSTER_IP) && !listed.contains("30080"),
+        "{listed}"
+    );
     assert!(topology.get(&cluster_url).is_err());
     restarted.apply(&rules::delete_ruleset()).await.unwrap();
     assert!(restarted.list_table(TABLE).await.is_err());
@@ -246,7 +392,16 @@ async fn applying_the_same_ruleset_twice_runs_nft_once() {
     let text = rules::ruleset(&snapshot, &[], CLUSTER_CIDR);
     assert!(nft.apply(&text).await.unwrap());
     assert!(!nft.apply(&text).await.unwrap());
-    let error = nft.apply("add rule ip nosuchtable nosuchchain accept\n").await.unwrap_err();
-    assert!(error.to_string().contains("No such file or directory"), "{error}");
-    assert_eq!(topology.answers(&format!("http://{CLUSTER_IP}:80/"), 3), BTreeSet::from(["pod-a".to_string()]));
+    let error = nft
+        .apply("add rule ip nosuchtable nosuchchain accept\n")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("No such file or directory"),
+        "{error}"
+    );
+    assert_eq!(
+        topology.answers(&format!("http://{CLUSTER_IP}:80/"), 3),
+        BTreeSet::from(["pod-a".to_string()])
+    );
 }

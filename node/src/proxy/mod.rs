@@ -159,7 +159,9 @@ async fn enable_forwarding(netns: Option<&str>) {
     ] {
         let result = match netns {
             None if !std::path::Path::new(path).exists() => Ok(()),
-            None => tokio::fs::write(path, b"1\n").await.map_err(|e| e.to_string()),
+            None => tokio::fs::write(path, b"1\n")
+                .await
+                .map_err(|e| e.to_string()),
             Some(ns) => tokio::process::Command::new("ip")
                 .args(["netns", "exec", ns, "sh", "-c"])
                 .arg(format!("test ! -e {path} || echo 1 > {path}"))

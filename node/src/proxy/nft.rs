@@ -105,7 +105,9 @@ pub(crate) fn check_blocking(ruleset: &str) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot run nft (install nftables and run as root): {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes()).map_err(|e| e.to_string())?;
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     let output = child.wait_with_output().map_err(|e| e.to_string())?;
     if output.status.success() {

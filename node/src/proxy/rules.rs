@@ -39,7 +39,10 @@ pub fn ruleset(snapshot: &ServiceSnapshot, node_ips: &[IpAddr], cluster_cidr: &s
         .collect();
     let cidr = parse_cidr(cluster_cidr);
     if cidr.is_none() && !cluster_cidr.is_empty() {
-        tracing::warn!(cluster_cidr, "not an IPv4 CIDR; ClusterIP traffic is not masqueraded");
+        tracing::warn!(
+            cluster_cidr,
+            "not an IPv4 CIDR; ClusterIP traffic is not masqueraded"
+        );
     }
     let mut out = Builder::default();
     out.line(format!("add table ip {TABLE}"));
@@ -105,7 +108,11 @@ impl Builder {
     /// one address and port: the first, by key order, wins).
     fn element(&mut self, map: &str, key: &str, verdict: &str) {
         if !self.element_keys.insert((map.to_string(), key.to_string())) {
-            tracing::warn!(map, key, "two services claim the same address and port; keeping the first");
+            tracing::warn!(
+                map,
+                key,
+                "two services claim the same address and port; keeping the first"
+            );
             return;
         }
         let _ = writeln!(
@@ -150,12 +157,12 @@ fn base_chains(out: &mut Builder, node_ips: &[Ipv4Addr]) {
     // NAT: services first, masquerading last.
     out.chain(
         "nat-prerouting",
-        Some("type nat hook prerouting priority dstnat"),
+        Some("type nat hook prerouting priority -100"),
     );
-    out.chain("nat-output", Some("type nat hook output priority dstnat"));
+    out.chain("nat-output", Some("type nat hook output priority -100"));
     out.chain(
         "nat-postrouting",
-        Some("type nat hook postrouting priority srcnat"),
+        Some("type nat hook postrouting priority 100"),
     );
     out.chain("services", None);
     out.chain("masquerading", None);
@@ -411,7 +418,11 @@ mod tests {
                 &format!("{ep1} ip saddr 10.244.1.2 jump mark-for-masquerade"),
                 "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
             ],
-            &["service-nodeports {", "no-endpoint-services {", "affinity-"],
+            &[
+                "add element ip keelson-proxy service-nodeports",
+                "add element ip keelson-proxy no-endpoint-services",
+                "affinity-",
+            ],
         );
         check(
             "node port and affinity",
@@ -437,14 +448,21 @@ mod tests {
         check(
             "no ready endpoints rejects",
             snapshot(
-                vec![service("web", json!({"type": "NodePort"}), web_ports.clone())],
+                vec![service(
+                    "web",
+                    json!({"type": "NodePort"}),
+                    web_ports.clone(),
+                )],
                 vec![],
             ),
             &[
                 "no-endpoint-services { 10.96.0.10 . tcp . 80 : goto reject-chain }",
                 "no-endpoint-nodeports { tcp . 30080 : goto reject-chain }",
             ],
-            &["service-ips {", "add chain ip keelson-proxy service-"],
+            &[
+                "add element ip keelson-proxy service-ips",
+                &format!("add chain ip keelson-proxy {svc}"),
+            ],
         );
         check(
             "load balancer and udp",
@@ -467,8 +485,11 @@ mod tests {
         check(
             "deleted service leaves only the base",
             snapshot(vec![], vec![endpoints("web", &["10.244.1.2"], 8080)]),
-            &["add chain ip keelson-proxy services", "delete table ip keelson-proxy"],
-            &["add element", "endpoint-"],
+            &[
+                "add chain ip keelson-proxy services",
+                "delete table ip keelson-proxy",
+            ],
+            &["add element", "add chain ip keelson-proxy endpoint-"],
         );
     }
 
@@ -479,7 +500,8 @@ mod tests {
             &["192.168.1.5".parse().unwrap(), "fd00::1".parse().unwrap()],
             "",
         );
-        assert!(text.contains("ip daddr { 192.168.1.5 } meta l4proto . th dport vmap @service-nodeports"));
+        assert!(text
+            .contains("ip daddr { 192.168.1.5 } meta l4proto . th dport vmap @service-nodeports"));
         assert!(!text.contains("fib daddr"));
     }
 

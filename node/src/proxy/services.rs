@@ -130,12 +130,13 @@ fn ports_of(
     } else {
         Vec::new()
     };
-    let affinity_timeout_seconds = (spec["sessionAffinity"].as_str() == Some("ClientIP")).then(|| {
-        spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
-            .as_u64()
-            .map(|t| t.clamp(1, u64::from(AFFINITY_TIMEOUT_MAX_SECONDS)) as u32)
-            .unwrap_or(AFFINITY_TIMEOUT_DEFAULT_SECONDS)
-    });
+    let affinity_timeout_seconds =
+        (spec["sessionAffinity"].as_str() == Some("ClientIP")).then(|| {
+            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                .as_u64()
+                .map(|t| t.clamp(1, u64::from(AFFINITY_TIMEOUT_MAX_SECONDS)) as u32)
+                .unwrap_or(AFFINITY_TIMEOUT_DEFAULT_SECONDS)
+        });
     let mut ports = Vec::new();
     for port in spec["ports"].as_array().into_iter().flatten() {
         let Some(protocol) = Protocol::parse(port["protocol"].as_str()) else {

@@ -48,7 +48,12 @@ pub struct Picker {
 
 impl Picker {
     /// The endpoint for a new connection from `client` at `now` (`None` without endpoints).
-    pub fn pick(&mut self, backends: &Backends, client: IpAddr, now: Instant) -> Option<SocketAddr> {
+    pub fn pick(
+        &mut self,
+        backends: &Backends,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<SocketAddr> {
         if backends.endpoints.is_empty() {
             return None;
         }
@@ -86,16 +91,18 @@ pub fn listeners_of(snapshot: &ServiceSnapshot) -> BTreeMap<(Protocol, u16), Bac
         if port.protocol == Protocol::Sctp {
             continue;
         }
-        wanted.entry((port.protocol, node_port)).or_insert(Backends {
-            endpoints: port
-                .endpoints
-                .iter()
-                .map(|(ip, p)| SocketAddr::new(IpAddr::V4(*ip), *p))
-                .collect(),
-            affinity_timeout: port
-                .affinity_timeout_seconds
-                .map(|s| Duration::from_secs(u64::from(s))),
-        });
+        wanted
+            .entry((port.protocol, node_port))
+            .or_insert(Backends {
+                endpoints: port
+                    .endpoints
+                    .iter()
+                    .map(|(ip, p)| SocketAddr::new(IpAddr::V4(*ip), *p))
+                    .collect(),
+                affinity_timeout: port
+                    .affinity_timeout_seconds
+                    .map(|s| Duration::from_secs(u64::from(s))),
+            });
     }
     wanted
 }
@@ -246,8 +253,7 @@ async fn serve_udp(port: u16, backends: watch::Receiver<Backends>) {
 /// Relays an endpoint's replies to the client until the flow is idle.
 async fn udp_replies(upstream: Arc<UdpSocket>, socket: Arc<UdpSocket>, peer: SocketAddr) {
     let mut buffer = vec![0u8; UDP_DATAGRAM_BYTES_MAX];
-    while let Ok(Ok(len)) = tokio::time::timeout(UDP_FLOW_IDLE, upstream.recv(&mut buffer)).await
-    {
+    while let Ok(Ok(len)) = tokio::time::timeout(UDP_FLOW_IDLE, upstream.recv(&mut buffer)).await {
         let _ = socket.send_to(&buffer[..len], peer).await;
     }
 }
@@ -288,7 +294,10 @@ mod tests {
     #[test]
     fn picker_spreads_without_affinity() {
         let backends = Backends {
-            endpoints: vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()],
+            endpoints: vec![
+                "10.0.0.1:80".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+            ],
             affinity_timeout: None,
         };
         let mut picker = Picker::default();
