@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use keelson_node::proxy::nft::Nft;
 use keelson_node::proxy::rules::{self, TABLE};
-use keelson_node::proxy::ServiceSnapshot;
+use keelson_node::proxy::{Proxy, ProxyConfig, ProxyMode, ServiceSnapshot};
+use keelson_node::{ApiClient, Kubeconfig};
 use serde_json::{json, Value};
 
 const CLUSTER_IP: &str = "10.96.7.10";
@@ -404,4 +407,110 @@ async fn applying_the_same_ruleset_twice_runs_nft_once() {
         topology.answers(&format!("http://{CLUSTER_IP}:80/"), 3),
         BTreeSet::from(["pod-a".to_string()])
     );
+}
+
+/// Polls `get` until `done` holds for its answer; how long that took.
+async fn until(
+    topology: &Topology,
+    url: &str,
+    done: impl Fn(&Result<String, String>) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = topology.get(url);
+        if done(&answer) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url}: still {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_follows_services_and_endpoints_from_the_api() {
+    let topology = Topology::new("api");
+    let cluster = common::cluster::Cluster::start(1).await;
+    let api = cluster.client(0);
+    let kubeconfig = Kubeconfig::load(&cluster.masters[0].kubeconfig()).unwrap();
+    let client = ApiClient::new(&kubeconfig, &[]).unwrap();
+    let proxy = Proxy::new(
+        client,
+        ProxyConfig {
+            node_ips: vec![NODE_IP.parse().unwrap()],
+            cluster_cidr: CLUSTER_CIDR.to_string(),
+            mode: ProxyMode::Nftables,
+            netns: Some(topology.node.clone()),
+        },
+    );
+    let mut snapshots = proxy.subscribe();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(proxy.run(stopped));
+
+    // Phase 1: a Service without selector and its hand-made Endpoints.
+    let reply = api
+        .post(
+            "/api/v1/namespaces/default/services",
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                    "spec": {"clusterIP": CLUSTER_IP,
+                             "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        )
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.text);
+    let cluster_ip = reply.body["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{cluster_ip}:80/");
+    let mut body = endpoints(&[POD_A], &[]);
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("Endpoints");
+    let reply = api
+        .post("/api/v1/namespaces/default/endpoints", &body)
+        .await;
+    assert_eq!(reply.code, 201, "{}", reply.text);
+    let took = until(&topology, &url, |a| a.as_deref() == Ok("pod-a")).await;
+    eprintln!("the endpoint served {took:?} after it was created");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        snapshots.wait_for(|s| s.synced && !s.services.is_empty()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // Phase 2: moving the endpoint shows within about a second.
+    let reply = api
+        .patch(
+            "/api/v1/namespaces/default/endpoints/web",
+            "application/merge-patch+json",
+            &json!({"subsets": [{"addresses": [{"ip": POD_B}], "ports": [{"name": "http", "port": 8080}]}]}).to_string(),
+        )
+        .await;
+    assert_eq!(reply.code, 200, "{}", reply.text);
+    let took = until(&topology, &url, |a| a.as_deref() == Ok("pod-b")).await;
+    eprintln!("the moved endpoint served {took:?} after the change");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // Phase 3: deleting the Service removes its rules.
+    let reply = api.delete("/api/v1/namespaces/default/services/web").await;
+    assert!(reply.code == 200 || reply.code == 202, "{}", reply.text);
+    let nft = Nft::new(Some(topology.node.clone()));
+    let started = Instant::now();
+    while nft.list_table(TABLE).await.unwrap().contains(&cluster_ip) {
+        assert!(started.elapsed() < Duration::from_secs(5), "the rules stay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Phase 4: the proxy stops promptly and leaves its table behind.
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(nft.list_table(TABLE).await.is_ok());
 }
