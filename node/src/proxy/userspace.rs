@@ -26,6 +26,8 @@ const UDP_FLOW_IDLE: Duration = Duration::from_secs(30);
 const AFFINITY_ENTRIES_MAX: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const UDP_DATAGRAM_BYTES_MAX: usize = 65_535;
+/// The pause after a failed accept or receive, so that a persistent error does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserspaceError {
@@ -183,6 +185,7 @@ async fn serve_tcp(port: u16, backends: watch::Receiver<Backends>) {
     let picker = Arc::new(Mutex::new(Picker::default()));
     loop {
         let Ok((client, peer)) = listener.accept().await else {
+            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await; // e.g. out of file descriptors
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -222,6 +225,7 @@ async fn serve_udp(port: u16, backends: watch::Receiver<Backends>) {
     let mut buffer = vec![0u8; UDP_DATAGRAM_BYTES_MAX];
     loop {
         let Ok((len, peer)) = socket.recv_from(&mut buffer).await else {
+            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             continue;
         };
         flows.retain(|_, (_, task)| !task.is_finished());
@@ -330,5 +334,62 @@ mod tests {
             vec!["10.244.0.5:8080".parse::<SocketAddr>().unwrap()]
         );
         assert!(wanted[&(Protocol::Udp, 30053)].endpoints.is_empty());
+    }
+
+    /// A node port forwards TCP to the ready endpoint, and a port without endpoints closes
+    /// connections at once.
+    #[tokio::test]
+    async fn forwards_tcp_node_ports() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_port = backend.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = backend.accept().await {
+                let _ = stream.write_all(b"hello from the endpoint").await;
+            }
+        });
+        let free = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (node_port, empty_port) = (free(0), free(1));
+        let snapshot = ServiceSnapshot {
+            services: vec![
+                json!({"metadata": {"namespace": "a", "name": "np"},
+                       "spec": {"type": "NodePort", "clusterIP": "10.96.0.1",
+                                "ports": [{"port": 80, "nodePort": node_port}]}}),
+                json!({"metadata": {"namespace": "a", "name": "empty"},
+                       "spec": {"type": "NodePort", "clusterIP": "10.96.0.2",
+                                "ports": [{"port": 80, "nodePort": empty_port}]}}),
+            ],
+            endpoints: vec![json!({"metadata": {"namespace": "a", "name": "np"},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": backend_port}]}]})],
+            synced: true,
+        };
+        let (_snapshots, receiver) = watch::channel(Arc::new(snapshot));
+        let (stop, stopped) = watch::channel(false);
+        let proxy = tokio::spawn(run(receiver, stopped));
+        let mut answer = String::new();
+        for _ in 0..50 {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", node_port)).await {
+                answer.clear();
+                let _ = stream.read_to_string(&mut answer).await;
+                if !answer.is_empty() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(answer, "hello from the endpoint");
+        let mut stream = TcpStream::connect(("127.0.0.1", empty_port)).await.unwrap();
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        stop.send(true).unwrap();
+        proxy.await.unwrap().unwrap();
     }
 }
