@@ -15,6 +15,7 @@ pub mod kubelet;
 pub mod link;
 pub mod network;
 pub mod pod_status;
+pub mod proxy;
 pub mod runtime;
 
 pub use api::{ApiClient, ApiError};
