@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
 use keelson_node::network::{self, NetworkConfig, PodNetwork};
+use keelson_node::proxy::{Proxy, ProxyConfig, ProxyMode};
 use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
 use tokio::sync::watch;
 
@@ -344,6 +345,23 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         },
     };
+    let proxy = Proxy::new(
+        api.clone(),
+        ProxyConfig {
+            node_ips: config.node_ip.parse().ok().into_iter().collect(),
+            cluster_cidr: args.cluster_cidr.to_string(),
+            mode: ProxyMode::Auto,
+            netns: None,
+        },
+    );
+    let services = proxy.subscribe();
+    let proxy_stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = proxy.run(proxy_stop).await {
+            tracing::error!(error = %e, "the service proxy stopped");
+        }
+    });
+    let _ = services;
     let kubelet = Kubelet::new(api, runtime, Arc::new(images), config);
     if let Some(link) = &link {
         link.set_callbacks(Arc::new(kubelet::serve_logs::LogCallbacks {
