@@ -8,6 +8,7 @@
 //! node link's streams).
 
 pub mod api;
+pub mod dns;
 pub mod hollow;
 pub mod images;
 pub mod kubeconfig;
@@ -17,6 +18,7 @@ pub mod pod_status;
 pub mod runtime;
 
 pub use api::{ApiClient, ApiError};
+pub use dns::{ClusterDns, DnsConfig, DnsError};
 pub use hollow::{HollowConfig, HollowError};
 pub use kubeconfig::{Kubeconfig, KubeconfigError};
 pub use link::{CallbackError, Callbacks, LinkError, LogStream, NodeLink};
