@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
 use keelson_node::network::{self, NetworkConfig, PodNetwork};
+use keelson_node::dns::{self, ClusterDns, DnsConfig};
 use keelson_node::proxy::{Proxy, ProxyConfig, ProxyMode};
 use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
 use tokio::sync::watch;
@@ -260,6 +261,7 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
     anyhow::ensure!(args.count.is_none(), "--count is for hollow nodes only");
     let shim = ShimCommand::current_exe().context("finding the shim")?;
     let state = args.data_dir.join("runtime");
+    let runtime_kind = runtime;
     let (runtime, version): (Arc<dyn keelson_node::runtime::Runtime>, String) = match runtime {
         Runtime::Runc => {
             let version = runc_version().context(
@@ -361,7 +363,17 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             tracing::error!(error = %e, "the service proxy stopped");
         }
     });
-    let _ = services;
+    let mut config = config;
+    if config.dns.cluster_dns.is_empty() && runtime_kind == Runtime::Runc {
+        match start_cluster_dns(&args, &config.dns.host_resolv_conf, services, stop.clone()).await
+        {
+            Ok(ip) => config.dns.cluster_dns = vec![ip],
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no cluster DNS on this node: pods use the node's resolv.conf"
+            ),
+        }
+    }
     let kubelet = Kubelet::new(api, runtime, Arc::new(images), config);
     if let Some(link) = &link {
         link.set_callbacks(Arc::new(kubelet::serve_logs::LogCallbacks {
@@ -370,6 +382,60 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
     }
     tracing::info!(node = %args.name, "kubelet running");
     kubelet.run(stop).await.context("running the kubelet")
+}
+
+/// The node-local address of the cluster DNS (as Kubernetes' NodeLocal DNSCache uses).
+const NODE_DNS_IP: &str = "169.254.20.10";
+
+/// Serves cluster DNS at [`NODE_DNS_IP`] (added to the node's loopback) from the proxy's
+/// watch cache of Services and Endpoints; returns the address pods are to use.
+async fn start_cluster_dns(
+    args: &NodeArgs,
+    host_resolv_conf: &str,
+    mut services: watch::Receiver<Arc<keelson_node::proxy::ServiceSnapshot>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new("ip")
+        .args(["addr", "replace", &format!("{NODE_DNS_IP}/32"), "dev", "lo"])
+        .output()
+        .await
+        .context("running ip")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cannot add {NODE_DNS_IP} to the loopback: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let dns = Arc::new(
+        ClusterDns::new(DnsConfig {
+            cluster_domain: args.cluster_domain.clone(),
+            upstreams: dns::upstreams_from_resolv_conf(host_resolv_conf),
+            ttl_secs: 5,
+        })
+        .context("configuring the cluster DNS")?,
+    );
+    let addr: std::net::SocketAddr = format!("{NODE_DNS_IP}:53").parse()?;
+    let server = dns.clone();
+    let serve_stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(addr, serve_stop).await {
+            tracing::error!(error = %e, "the cluster DNS stopped");
+        }
+    });
+    let mut stop = stop;
+    tokio::spawn(async move {
+        loop {
+            let snapshot = services.borrow_and_update().clone();
+            if snapshot.synced {
+                dns.update(&snapshot.services, &snapshot.endpoints);
+            }
+            tokio::select! {
+                changed = services.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    tracing::info!(address = %addr, domain = %args.cluster_domain, "cluster DNS serving");
+    Ok(NODE_DNS_IP.to_string())
 }
 
 #[cfg(test)]

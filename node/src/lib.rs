@@ -8,6 +8,7 @@
 //! node link's streams).
 
 pub mod api;
+pub mod dns;
 pub mod hollow;
 pub mod images;
 pub mod kubeconfig;
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod runtime;
 
 pub use api::{ApiClient, ApiError};
+pub use dns::{ClusterDns, DnsConfig, DnsError};
 pub use hollow::{HollowConfig, HollowError};
 pub use kubeconfig::{Kubeconfig, KubeconfigError};
 pub use link::{CallbackError, Callbacks, LinkError, LogStream, NodeLink};
