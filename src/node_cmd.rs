@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use keelson_node::dns::{self, ClusterDns, DnsConfig};
 use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
 use keelson_node::network::{self, NetworkConfig, PodNetwork};
-use keelson_node::dns::{self, ClusterDns, DnsConfig};
 use keelson_node::proxy::{Proxy, ProxyConfig, ProxyMode};
 use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
 use tokio::sync::watch;
@@ -365,8 +365,7 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
     });
     let mut config = config;
     if config.dns.cluster_dns.is_empty() && runtime_kind == Runtime::Runc {
-        match start_cluster_dns(&args, &config.dns.host_resolv_conf, services, stop.clone()).await
-        {
+        match start_cluster_dns(&args, &config.dns.host_resolv_conf, services, stop.clone()).await {
             Ok(ip) => config.dns.cluster_dns = vec![ip],
             Err(e) => tracing::warn!(
                 error = %e,

@@ -181,7 +181,10 @@ async fn fetch_from_pod(api: &Api, pod: &str, node: &str, url: &str, times: u32)
     let script = format!("for i in $(seq 1 {times}); do wget -qO- {url} || echo FAILED; done");
     create(api, &client(pod, node, &script)).await;
     let (_, log) = finished_log(api, pod).await;
-    log.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    log.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 fn distinct(lines: &[String]) -> std::collections::BTreeSet<String> {
@@ -196,10 +199,11 @@ async fn ready_endpoints(api: &Api, ready: usize) -> std::collections::BTreeSet<
         Duration::from_secs(90),
         &format!("{ready} ready endpoints"),
         |e| {
-            e["subsets"]
-                .as_array()
-                .map_or(0, |s| s.iter().map(|s| s["addresses"].as_array().map_or(0, Vec::len)).sum())
-                == ready
+            e["subsets"].as_array().map_or(0, |s| {
+                s.iter()
+                    .map(|s| s["addresses"].as_array().map_or(0, Vec::len))
+                    .sum()
+            }) == ready
         },
     )
     .await;
@@ -225,7 +229,9 @@ fn http_get(addr: &str) -> Result<String, String> {
         .write_all(b"GET / HTTP/1.0\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut reply = String::new();
-    stream.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
     reply
         .split("\r\n\r\n")
         .nth(1)
@@ -242,31 +248,52 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
     let ctl = ctl.to_string_lossy().to_string();
 
     let reply = api
-        .post("/apis/apps/v1/namespaces/default/deployments", &web_deployment(3, &ctl))
+        .post(
+            "/apis/apps/v1/namespaces/default/deployments",
+            &web_deployment(3, &ctl),
+        )
         .await;
     assert_eq!(reply.code, 201, "{}", reply.text);
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web"},
         "spec": {
-            "type": "NodePort",
+            "type": "NodePort", "clusterIP": "10.96.0.50",
             "selector": {"app": "web"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}],
         },
     });
     let reply = api.post(&format!("{NS}/services"), &service).await;
     assert_eq!(reply.code, 201, "{}", reply.text);
-    let cluster_ip = reply.body["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let cluster_ip = reply.body["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let node_port = reply.body["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     let backends = ready_endpoints(&api, 3).await;
 
     // By ClusterIP and by DNS name (short, through the search path, and fully qualified),
     // spread over every replica.
     let by_ip = fetch_from_pod(&api, "c-ip", "n0", &format!("http://{cluster_ip}/"), 30).await;
-    assert_eq!(distinct(&by_ip), backends, "requests by ClusterIP: {by_ip:?}");
+    assert_eq!(
+        distinct(&by_ip),
+        backends,
+        "requests by ClusterIP: {by_ip:?}"
+    );
     let by_name = fetch_from_pod(&api, "c-dns", "n1", "http://web/", 30).await;
-    assert_eq!(distinct(&by_name), backends, "requests by name: {by_name:?}");
-    let fqdn = fetch_from_pod(&api, "c-fqdn", "n2", "http://web.default.svc.cluster.local/", 3).await;
+    assert_eq!(
+        distinct(&by_name),
+        backends,
+        "requests by name: {by_name:?}"
+    );
+    let fqdn = fetch_from_pod(
+        &api,
+        "c-fqdn",
+        "n2",
+        "http://web.default.svc.cluster.local/",
+        3,
+    )
+    .await;
     assert!(fqdn.iter().all(|l| backends.contains(l)), "{fqdn:?}");
 
     // A NodePort on every node, from outside the cluster.
@@ -281,8 +308,18 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
     std::fs::write(format!("{ctl}/{down}.down"), "").unwrap();
     ready_endpoints(&api, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = fetch_from_pod(&api, "c-notready", "n0", &format!("http://{cluster_ip}/"), 20).await;
-    assert!(!after.contains(&down), "{down} is not ready but got requests: {after:?}");
+    let after = fetch_from_pod(
+        &api,
+        "c-notready",
+        "n0",
+        &format!("http://{cluster_ip}/"),
+        20,
+    )
+    .await;
+    assert!(
+        !after.contains(&down),
+        "{down} is not ready but got requests: {after:?}"
+    );
     assert_eq!(distinct(&after).len(), 2, "{after:?}");
     std::fs::remove_file(format!("{ctl}/{down}.down")).unwrap();
 
@@ -302,7 +339,8 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
 
     // Restarting a node (its kubelet and proxy) keeps the service working.
     multi.nodes[0].restart();
-    let restarted = fetch_from_pod(&api, "c-restart", "n0", &format!("http://{cluster_ip}/"), 5).await;
+    let restarted =
+        fetch_from_pod(&api, "c-restart", "n0", &format!("http://{cluster_ip}/"), 5).await;
     assert_eq!(distinct(&restarted), left, "{restarted:?}");
 
     // A LoadBalancer service is reachable from the host.
@@ -322,12 +360,17 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
         |s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string(),
     )
     .await;
-    let lb_ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().unwrap().to_string();
+    let lb_ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let body = loop {
         match http_get(&format!("{lb_ip}:80")) {
             Ok(body) => break body,
-            Err(e) if std::time::Instant::now() > deadline => panic!("load balancer {lb_ip}:80: {e}"),
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("load balancer {lb_ip}:80: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
@@ -339,7 +382,11 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for host in &multi.node_hosts {
         loop {
-            let out = host.command("nft").args(["list", "ruleset"]).output().unwrap();
+            let out = host
+                .command("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .unwrap();
             let rules = String::from_utf8_lossy(&out.stdout).to_string();
             if !rules.contains(&cluster_ip) {
                 break;
