@@ -22,7 +22,7 @@ use hickory_proto::ProtoError;
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 
-pub use resolv_conf::{pod_resolv_conf, upstreams_from_resolv_conf, UPSTREAMS_MAX};
+pub use resolv_conf::{upstreams_from_resolv_conf, UPSTREAMS_MAX};
 
 use records::Table;
 

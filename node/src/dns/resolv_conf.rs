@@ -28,15 +28,6 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// A pod's resolv.conf with Kubernetes' `ClusterFirst` policy: the cluster nameserver, the
-/// search path `<namespace>.svc.<domain> svc.<domain> <domain>` and `ndots:5`.
-pub fn pod_resolv_conf(namespace: &str, nameserver_ip: IpAddr, cluster_domain: &str) -> String {
-    let domain = cluster_domain.trim_end_matches('.');
-    format!(
-        "nameserver {nameserver_ip}\nsearch {namespace}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,16 +62,5 @@ mod tests {
                 .collect();
             assert_eq!(got, *expected, "{text:?}");
         }
-    }
-
-    #[test]
-    fn dns_pod_resolv_conf() {
-        let ip: IpAddr = "169.254.20.10".parse().unwrap();
-        assert_eq!(
-            pod_resolv_conf("prod", ip, "cluster.local."),
-            "nameserver 169.254.20.10\n\
-             search prod.svc.cluster.local svc.cluster.local cluster.local\n\
-             options ndots:5\n"
-        );
     }
 }
