@@ -1,4 +1,4 @@
-//! resolv.conf text both ways: the node's upstream nameservers in, a pod's resolv.conf out.
+//! The node's upstream nameservers, read from its resolv.conf (pods' resolv.conf is `kubelet/etc_files.rs`').
 
 use std::net::{IpAddr, SocketAddr};
 
