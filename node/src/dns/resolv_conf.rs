@@ -1,4 +1,4 @@
-//! The node's upstream nameservers, read from its resolv.conf (pods' resolv.conf is `kubelet/etc_files.rs`').
+//! The node's upstream nameservers, read from its resolv.conf (pods' resolv.conf is `kubelet/etc_files.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 
