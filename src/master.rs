@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use keelson_actors::{ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig};
+use keelson_actors::{
+    ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig, NodePortRange, ServiceIpRange,
+    ServiceRanges,
+};
 use keelson_raft::{Member, Store, StoreConfig};
 use rand::RngCore;
 
@@ -47,6 +50,16 @@ pub(crate) struct MasterArgs {
     /// The range nodes' pod CIDRs are cut from.
     #[arg(long, env = "KEELSON_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// The IPv4 range Services' ClusterIPs come from.
+    #[arg(long, env = "KEELSON_SERVICE_CIDR", default_value = "10.96.0.0/12")]
+    service_cidr: ServiceIpRange,
+    /// The ports Services' NodePorts come from: MIN-MAX, both included.
+    #[arg(
+        long,
+        env = "KEELSON_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767"
+    )]
+    service_node_port_range: NodePortRange,
     /// The control loops to run: `*` for all, a name to add one, `-name` to leave one out.
     #[arg(
         long,
@@ -77,6 +90,8 @@ impl MasterArgs {
             node_monitor_grace_secs: 10,
             pod_eviction_timeout_secs: 10,
             cluster_cidr: "10.244.0.0/16".to_string(),
+            service_cidr: ServiceRanges::default().ips,
+            service_node_port_range: ServiceRanges::default().node_ports,
             controllers: vec!["*".to_string()],
             cloud_router_netns: None,
         }
@@ -179,6 +194,10 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
         hosts: api_hosts(&config_hosts(&args.peers)),
         data_dir: args.data_dir.clone(),
         cluster_token: Some(token.clone()),
+        service_ranges: ServiceRanges {
+            ips: args.service_cidr,
+            node_ports: args.service_node_port_range,
+        },
     };
     // The API needs the store to have a leader on first start (for the cluster CA); a signal
     // meanwhile still stops the master cleanly.

@@ -21,5 +21,8 @@ pub(crate) mod scheduler;
 pub mod supervisor;
 pub mod workqueue;
 
-pub use apiserver::{ApiServer, ApiServerConfig, ApiServerError};
+pub use apiserver::{
+    ApiServer, ApiServerConfig, ApiServerError, NodePortRange, RangeError, ServiceIpRange,
+    ServiceRanges,
+};
 pub use control_plane::{ControlPlane, ControlPlaneConfig};

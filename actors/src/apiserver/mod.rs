@@ -11,8 +11,10 @@ mod list;
 mod metrics;
 mod namespaces;
 mod objects;
+mod ranges;
 mod request;
 mod route;
+mod services;
 mod storage;
 mod subresources;
 mod tokens;
@@ -41,6 +43,7 @@ use request::{status_reply, ApiRequest, REQUEST_BODY_BYTES_MAX};
 use storage::Storage;
 
 pub(crate) use list::LIST_ITEMS_MAX as LIST_PAGE_ITEMS_MAX;
+pub use ranges::{NodePortRange, RangeError, ServiceIpRange, ServiceRanges};
 pub(crate) use storage::collection_prefix;
 pub(crate) use tokens::{SA_NAME_ANNOTATION, SA_TOKEN_TYPE, SA_UID_ANNOTATION};
 
@@ -103,6 +106,8 @@ pub struct ApiServerConfig {
     /// The cluster token: node credentials and the join secret derive from it. `None`: no
     /// node link (nodes reach the API over HTTPS with a kubeconfig only).
     pub cluster_token: Option<String>,
+    /// Where Services' ClusterIPs and NodePorts come from (alike on every master).
+    pub service_ranges: ServiceRanges,
 }
 
 /// What the handlers share.
@@ -125,6 +130,8 @@ pub(crate) struct ApiState {
     pub(crate) node_links: crate::nodelink::Registry,
     /// Checks node credentials (`None` without a cluster token).
     pub(crate) node_keys: Option<Arc<crate::nodelink::NodeKeys>>,
+    /// Where Services' ClusterIPs and NodePorts come from.
+    pub(crate) service_ranges: ServiceRanges,
 }
 
 /// A request made inside this master (by the scheduler and the controllers).
@@ -318,6 +325,7 @@ impl ApiServer {
             forward_client: forward::client(&ca.cert_pem),
             node_links: crate::nodelink::Registry::default(),
             node_keys: node_keys.clone(),
+            service_ranges: config.service_ranges,
         };
         let mut node_endpoint = None;
         let mut node_task = None;
@@ -335,6 +343,7 @@ impl ApiServer {
                 stopped.clone(),
             )),
             tokio::spawn(namespaces::run(state.clone(), stopped.clone())),
+            tokio::spawn(services::repair(state.clone(), stopped.clone())),
             tokio::spawn(cluster::register(state.clone(), stopped)),
         ];
         tasks.extend(node_task);

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::request::{decode_json, decode_yaml, ApiRequest};
 use super::route::ResourcePath;
+use super::services;
 use super::storage::{collection_prefix, object_key, Stored, WriteRefused};
 use super::ApiState;
 
@@ -315,12 +316,16 @@ async fn create_object(
     }
     let name = object::name(&obj).unwrap_or_default().to_string();
     check_namespace(state, resource, path.namespace.as_deref(), &name).await?;
-    if is_dry_run(req) {
-        return Ok((StatusCode::CREATED, obj));
-    }
     let key = object_key(resource, path.namespace.as_deref(), &name);
-    match state.storage.create(&key, &obj).await? {
-        Ok(stored) => Ok((StatusCode::CREATED, stored.object)),
+    let written = if services::is_service(resource) {
+        services::create(state, &key, obj, is_dry_run(req)).await?
+    } else if is_dry_run(req) {
+        return Ok((StatusCode::CREATED, obj));
+    } else {
+        state.storage.create(&key, &obj).await?.map(|s| s.object)
+    };
+    match written {
+        Ok(object) => Ok((StatusCode::CREATED, object)),
         Err(_) => Err(StatusError::already_exists(
             resource.group,
             resource.plural,
@@ -446,6 +451,10 @@ async fn write_update(
     manager: &str,
 ) -> Result<Result<Value, WriteRefused>, StatusError> {
     let resource = path.resource;
+    let service = services::is_service(resource);
+    if service {
+        super::ranges::prepare_update(&current.object, &mut new);
+    }
     defaults::apply(resource, &mut new);
     strict_fields(req, resource, &new)?;
     validation::validate_update(resource, &current.object, &new)?;
@@ -469,16 +478,33 @@ async fn write_update(
         && !is_graceful_pod(resource, &new)
         && (resource.kind != "Namespace" || namespace_finalized(&new))
     {
-        return match state.storage.delete(&key, current.revision).await? {
+        return match delete_stored(state, resource, &key, current).await? {
             Ok(_) => Ok(Ok(new)),
             Err(refused) => Ok(Err(refused)),
         };
+    }
+    if service {
+        return services::update(state, &key, current, new).await;
     }
     Ok(state
         .storage
         .update(&key, current.revision, &new)
         .await?
         .map(|stored| stored.object))
+}
+
+/// Deletes a stored object; a Service releases its allocations in the same transaction.
+async fn delete_stored(
+    state: &ApiState,
+    resource: &Resource,
+    key: &str,
+    current: &Stored,
+) -> Result<Result<u64, WriteRefused>, StatusError> {
+    if services::is_service(resource) {
+        services::delete(state, key, current).await
+    } else {
+        state.storage.delete(key, current.revision).await
+    }
 }
 
 /// Whether a namespace's `spec.finalizers` is empty (the namespace controller is done).
@@ -804,7 +830,7 @@ async fn delete_with(
             if is_dry_run(req) {
                 return Ok((StatusCode::OK, current.object));
             }
-            match state.storage.delete(&key, current.revision).await? {
+            match delete_stored(state, resource, &key, &current).await? {
                 Ok(_) => return Ok((StatusCode::OK, current.object)),
                 Err(_) => continue,
             }
@@ -814,7 +840,7 @@ async fn delete_with(
             if is_dry_run(req) {
                 return Ok((StatusCode::OK, current.object));
             }
-            match state.storage.delete(&key, current.revision).await? {
+            match delete_stored(state, resource, &key, &current).await? {
                 Ok(_) => return Ok((StatusCode::OK, current.object)),
                 Err(_) => continue,
             }

@@ -120,6 +120,17 @@ pub(crate) enum WriteRefused {
     Changed,
 }
 
+/// The outcome of [`Storage::write_with_claims`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimedWrite {
+    /// Written at this revision.
+    Done(u64),
+    /// The object's own compare failed.
+    Refused(WriteRefused),
+    /// Another writer holds one of the claimed keys.
+    ClaimTaken,
+}
+
 /// A page of a collection read at one revision.
 pub(crate) struct Page {
     pub(crate) items: Vec<Stored>,
@@ -268,6 +279,65 @@ impl Storage {
         } else {
             Ok(Err(WriteRefused::Changed))
         }
+    }
+
+    /// Writes `object` under `key` (or deletes `key` when `object` is `None`) if `check`
+    /// holds and every key of `claims` is absent, putting the claims and deleting `releases`
+    /// in the same transaction.
+    pub(crate) async fn write_with_claims(
+        &self,
+        key: &str,
+        check: Check,
+        object: Option<&Value>,
+        claims: &[(String, Vec<u8>)],
+        releases: &[String],
+    ) -> Result<ClaimedWrite, StatusError> {
+        let mut compare = vec![Compare {
+            key: key.as_bytes().to_vec(),
+            check,
+        }];
+        compare.extend(claims.iter().map(|(claim, _)| Compare {
+            key: claim.as_bytes().to_vec(),
+            check: Check::Absent,
+        }));
+        let mut success = vec![match object {
+            Some(object) => Op::put(key.as_bytes(), encode(object)?),
+            None => Op::delete(key.as_bytes()),
+        }];
+        success.extend(
+            claims
+                .iter()
+                .map(|(claim, value)| Op::put(claim.as_bytes(), value.clone())),
+        );
+        success.extend(
+            releases
+                .iter()
+                .map(|release| Op::delete(release.as_bytes())),
+        );
+        let txn = Txn {
+            compare,
+            success,
+            failure: vec![Op::get(key.as_bytes())],
+        };
+        let response = self.store.txn(txn).await.map_err(store_status)?;
+        if response.succeeded {
+            return Ok(ClaimedWrite::Done(response.revision));
+        }
+        let current = match response.results.first() {
+            Some(OpResult::Get { kv }) => kv.as_ref().map(|kv| kv.mod_revision),
+            _ => None,
+        };
+        let refused = match check {
+            Check::Absent => current.map(|_| WriteRefused::Exists),
+            Check::ModRevision(expected) => {
+                (current != Some(expected)).then_some(WriteRefused::Changed)
+            }
+            _ => None,
+        };
+        Ok(match refused {
+            Some(refused) => ClaimedWrite::Refused(refused),
+            None => ClaimedWrite::ClaimTaken,
+        })
     }
 
     /// Puts `key` only if absent, and returns what the key holds afterwards (what this call
