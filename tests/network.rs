@@ -258,9 +258,9 @@ async fn services_reach_ready_endpoints_by_cluster_ip_dns_node_port_and_load_bal
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web"},
         "spec": {
-            "type": "NodePort", "clusterIP": "10.96.0.50",
+            "type": "NodePort",
             "selector": {"app": "web"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}],
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     });
     let reply = api.post(&format!("{NS}/services"), &service).await;

@@ -685,9 +685,12 @@ mod tests {
         }
     }
 
+    /// Input, and the parsed range (its canonical text and size) or the error.
+    type ParseCase<'a> = (&'a str, Result<(&'a str, u32), RangeError>);
+
     #[test]
     fn ranges_parse() {
-        let cases: &[(&str, Result<(&str, u32), RangeError>)] = &[
+        let cases: &[ParseCase<'_>] = &[
             ("10.96.0.0/12", Ok(("10.96.0.0/12", (1 << 20) - 2))),
             ("10.96.0.7/26", Ok(("10.96.0.0/26", 62))),
             ("10.0.0.0/30", Ok(("10.0.0.0/30", 2))),
