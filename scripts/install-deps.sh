@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Keelson needs, only those missing:
 #   build:  libclang-dev (RocksDB's bindings), build-essential, pkg-config
-#   node:   runc, busybox-static (the image every node carries), iproute2 (pod network
-#           namespaces): what `keelson up` needs to run containers
+#   node:   runc, busybox-static (the image every node carries), iproute2 (pod network),
+#           nftables (the service proxy): what `keelson up` needs to run containers
 #   tests:  runc, busybox-static, iproute2, nftables (nodes and networking), docker-registry and
 #           skopeo (a registry on loopback and pushing the test image to it), python3-venv;
 #           then a Python venv (default /var/tmp/keelson-venv, or $KEELSON_VENV) with kubectl
@@ -17,7 +17,7 @@ venv=0
 for group in "${@:-build}"; do
   case "$group" in
     build) want+=(libclang-dev build-essential pkg-config) ;;
-    node) want+=(runc busybox-static iproute2) ;;
+    node) want+=(runc busybox-static iproute2 nftables) ;;
     test) want+=(libclang-dev build-essential pkg-config runc busybox-static iproute2 nftables docker-registry skopeo python3-venv); venv=1 ;;
     bench) want+=(etcd-server protobuf-compiler) ;;
     *) echo "unknown group: $group (build, node, test, bench)" >&2; exit 2 ;;
