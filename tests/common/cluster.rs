@@ -214,6 +214,22 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP of master `i` (a paused host).
+    pub fn pause(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT of master `i`.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid(i) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         self.spawn(i);

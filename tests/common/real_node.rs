@@ -116,6 +116,22 @@ impl RealNode {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGSTOP of the node process (a paused host; its containers keep running).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
     /// `kill -9` of the node process (its containers keep running).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

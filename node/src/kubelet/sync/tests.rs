@@ -411,3 +411,41 @@ fn unchanged_statuses_compare_equal() {
     );
     assert!(!same_status(&a, &c));
 }
+
+#[test]
+fn pods_on_the_host_network_against_their_spec_say_so() {
+    let spec = app("Always");
+    let current = json!({"conditions": [{"type": "PodScheduled", "status": "True"}]});
+    for (fallback, pod_ip) in [(true, "10.0.0.1"), (false, "10.244.1.7")] {
+        let facts = PodFacts {
+            name: "p",
+            host_ip: "10.0.0.1",
+            pod_ip,
+            host_network_fallback: fallback,
+            current: &current,
+        };
+        let s = pod_status(
+            &view(&spec),
+            &facts,
+            &observed(vec![]),
+            &WorkerState::default(),
+            backoff(),
+            t(0),
+        );
+        assert_eq!(s["podIP"], pod_ip);
+        let condition = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == HOST_NETWORK_CONDITION)
+            .cloned();
+        match fallback {
+            true => {
+                let c = condition.expect("the host-network condition");
+                assert_eq!(c["status"], "True");
+                assert_eq!(c["reason"], "NoPodNetwork");
+            }
+            false => assert!(condition.is_none(), "{s}"),
+        }
+    }
+}
