@@ -420,6 +420,31 @@ pub async fn mounts(
     Ok(out)
 }
 
+/// The value of `key` in ConfigMap or Secret (`plural`) `name`, if it has that key.
+async fn key_ref(
+    api: &ApiClient,
+    namespace: &str,
+    plural: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, VolumeError> {
+    let secret = plural == "secrets";
+    let what = format!("{} {name:?}", if secret { "secret" } else { "configmap" });
+    let object = get_object(
+        api,
+        &format!("/api/v1/namespaces/{namespace}/{plural}/{name}"),
+        &what,
+    )
+    .await?;
+    Ok(data_of(&object, secret)
+        .remove(key)
+        .map(|bytes| String::from_utf8_lossy(&bytes).to_string()))
+}
+
+fn no_key(kind: &str, name: &str, key: &str) -> VolumeError {
+    VolumeError::Config(format!("{kind} {name:?} has no key {key:?}"))
+}
+
 /// A field of the pod for `valueFrom.fieldRef`.
 pub fn field(pod: &PodRef<'_>, path: &str) -> Result<String, VolumeError> {
     let key_of = |prefix: &str| {
@@ -501,45 +526,23 @@ pub async fn env(
                 if let Some(f) = &from.field_ref {
                     field(pod, &f.field_path)?
                 } else if let Some(r) = &from.config_map_key_ref {
-                    let what = format!("configmap {:?}", r.name);
-                    let object = get_object(
-                        api,
-                        &format!("/api/v1/namespaces/{}/configmaps/{}", pod.namespace, r.name),
-                        &what,
-                    )
-                    .await;
-                    match object.map(|o| data_of(&o, false).remove(&r.key)) {
-                        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).to_string(),
+                    let found = key_ref(api, pod.namespace, "configmaps", &r.name, &r.key).await;
+                    match found {
+                        Ok(Some(value)) => value,
                         Ok(None) | Err(VolumeError::Config(_)) if r.optional == Some(true) => {
                             continue
                         }
-                        Ok(None) => {
-                            return Err(VolumeError::Config(format!(
-                                "{what} has no key {:?}",
-                                r.key
-                            )))
-                        }
+                        Ok(None) => return Err(no_key("configmap", &r.name, &r.key)),
                         Err(e) => return Err(e),
                     }
                 } else if let Some(r) = &from.secret_key_ref {
-                    let what = format!("secret {:?}", r.name);
-                    let object = get_object(
-                        api,
-                        &format!("/api/v1/namespaces/{}/secrets/{}", pod.namespace, r.name),
-                        &what,
-                    )
-                    .await;
-                    match object.map(|o| data_of(&o, true).remove(&r.key)) {
-                        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).to_string(),
+                    let found = key_ref(api, pod.namespace, "secrets", &r.name, &r.key).await;
+                    match found {
+                        Ok(Some(value)) => value,
                         Ok(None) | Err(VolumeError::Config(_)) if r.optional == Some(true) => {
                             continue
                         }
-                        Ok(None) => {
-                            return Err(VolumeError::Config(format!(
-                                "{what} has no key {:?}",
-                                r.key
-                            )))
-                        }
+                        Ok(None) => return Err(no_key("secret", &r.name, &r.key)),
                         Err(e) => return Err(e),
                     }
                 } else {

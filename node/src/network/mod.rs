@@ -254,7 +254,7 @@ impl PodNetwork {
         // Bridged pod-to-pod replies must pass conntrack for services' DNAT to be undone.
         sysctl("net/bridge/bridge-nf-call-iptables", "1")?;
         let rules = nat_ruleset(cidr, self.config.cluster_cidr, bridge);
-        if let Err(e) = run("nft", &["-f", "-"], Some(&rules)).await {
+        if let Err(e) = crate::proxy::nft::Nft::new(None).apply(&rules).await {
             tracing::warn!(error = %e, "pods cannot reach outside the cluster: no masquerading");
         }
         Ok(())
