@@ -1,0 +1,6 @@
+//! Keelson's Jepsen-style fault-injection suite: a cluster of masters in network namespaces,
+//! concurrent clients recording every operation, nemeses that inject faults on a schedule,
+//! checkers that can fail, and a report a person can read.
+
+pub mod checker;
+pub mod history;
