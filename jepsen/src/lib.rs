@@ -3,5 +3,6 @@
 //! checkers that can fail, and a report a person can read.
 
 pub mod checker;
+pub mod client;
 pub mod history;
 pub mod net;
