@@ -43,6 +43,9 @@ pub trait Register: Send + Sync {
 /// The namespace every Jepsen object lives in.
 pub const NAMESPACE: &str = "jepsen";
 
+/// How long one watch request lasts before the client watches again.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// An HTTPS client for one Keelson master's API, with the admin kubeconfig's CA and token.
 #[derive(Clone)]
 pub struct Api {
@@ -112,11 +115,35 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
-        let code = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { code, body })
+        reply(request).await
+    }
+
+    /// Sends `body` with its content type (e.g. a merge patch).
+    pub async fn send_with_type(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Reply, reqwest::Error> {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body.to_string());
+        reply(request).await
+    }
+
+    /// A GET whose body is read as a stream (a watch); the request gives up after
+    /// [`WATCH_TIMEOUT`], and the watcher starts again from where it got to.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, reqwest::Error> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(WATCH_TIMEOUT)
+            .send()
+            .await
     }
 
     /// A request whose outcome matters: transport errors and 5xx are `Indefinite`; other
@@ -127,10 +154,14 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, ClientError> {
-        let reply = self
-            .send(method, path, body)
-            .await
-            .map_err(|e| ClientError::Indefinite(transport_error(&e)))?;
+        let reply = self.send(method, path, body).await.map_err(|e| {
+            // Without a connection the request was never sent.
+            if e.is_connect() {
+                ClientError::Definite(transport_error(&e))
+            } else {
+                ClientError::Indefinite(transport_error(&e))
+            }
+        })?;
         if reply.code >= 500 {
             return Err(ClientError::Indefinite(status_message(&reply)));
         }
@@ -139,7 +170,8 @@ impl Api {
 
     /// Makes sure the Jepsen namespace exists.
     pub async fn ensure_namespace(&self) -> Result<(), ClientError> {
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+        let body =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
         let reply = self
             .call(reqwest::Method::POST, "/api/v1/namespaces", Some(&body))
             .await?;
@@ -148,6 +180,15 @@ impl Api {
             _ => Err(ClientError::Definite(status_message(&reply))),
         }
     }
+}
+
+/// Sends a request and reads its whole reply.
+async fn reply(request: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
+    let response = request.send().await?;
+    let code = response.status().as_u16();
+    let bytes = response.bytes().await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply { code, body })
 }
 
 /// A transport error in a few words, with its causes.
@@ -236,9 +277,7 @@ impl Register for Api {
         }
         // Absent: create it. A create that loses to another client's is refused (409).
         let path = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");
-        let reply = self
-            .call(reqwest::Method::POST, &path, Some(&body))
-            .await?;
+        let reply = self.call(reqwest::Method::POST, &path, Some(&body)).await?;
         match reply.code {
             200 | 201 => Ok(()),
             _ => Err(ClientError::Definite(status_message(&reply))),

@@ -4,5 +4,11 @@
 
 pub mod checker;
 pub mod client;
+pub mod cluster;
+pub mod control;
 pub mod history;
+pub mod nemesis;
 pub mod net;
+pub mod recorder;
+pub mod run;
+pub mod workload;
