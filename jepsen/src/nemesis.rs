@@ -380,9 +380,9 @@ impl<D: Db> Nemesis<D> {
                 for i in 0..n {
                     self.db.kill(i);
                 }
-                for i in 0..n {
+                for (i, host) in hosts.iter().enumerate() {
                     match self.db.lose_unsynced(i) {
-                        Ok(lost) => detail.push(format!("{}: {lost}", hosts[i].name)),
+                        Ok(lost) => detail.push(format!("{}: {lost}", host.name)),
                         Err(e) => return Err((Active::Killed((0..n).collect()), e)),
                     }
                 }
