@@ -472,10 +472,14 @@ impl<D: Db> Nemesis<D> {
     /// [`RECOVERY_MAX`].
     pub fn recovery_result(&self) -> CheckResult {
         let mut anomalies = Vec::new();
-        let mut slowest = Duration::ZERO;
+        let mut slowest: std::collections::BTreeMap<&str, Duration> = Default::default();
         for (fault, took) in &self.recoveries {
+            if let Some(t) = took {
+                let worst = slowest.entry(fault.as_str()).or_default();
+                *worst = (*worst).max(*t);
+            }
             match took {
-                Some(t) if *t <= RECOVERY_MAX => slowest = slowest.max(*t),
+                Some(t) if *t <= RECOVERY_MAX => {}
                 Some(t) => anomalies.push(Anomaly {
                     kind: "slow-recovery".into(),
                     key: None,
@@ -498,9 +502,13 @@ impl<D: Db> Nemesis<D> {
                 Validity::Invalid
             },
             summary: format!(
-                "{} heals; slowest recovery within the limit: {:.2} s",
+                "{} heals; slowest first write after each fault: {}",
                 self.recoveries.len(),
-                slowest.as_secs_f64()
+                slowest
+                    .iter()
+                    .map(|(fault, t)| format!("{fault} {:.2} s", t.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             anomalies,
         }

@@ -1,6 +1,10 @@
 //! Checkers: each reads the history of a run and says whether it kept a promise, with the
 //! smallest failing sub-history for each anomaly it finds.
 
+pub mod linear;
+pub mod set;
+pub mod watch;
+
 use serde::{Deserialize, Serialize};
 
 use crate::history::Op;
@@ -42,7 +46,11 @@ pub struct CheckResult {
     pub anomalies: Vec<Anomaly>,
 }
 
-/// Every checker over one history.
-pub fn check_all(_history: &[Op], _budget: std::time::Duration) -> Vec<CheckResult> {
-    Vec::new()
+/// Every checker over one history; `budget` is the linearizability search's time per key.
+pub fn check_all(history: &[Op], budget: std::time::Duration) -> Vec<CheckResult> {
+    vec![
+        linear::check_register(history, budget),
+        set::check_set(history),
+        watch::check_watch(history),
+    ]
 }
