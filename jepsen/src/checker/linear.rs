@@ -381,8 +381,11 @@ pub fn check_register(history: &[Op], budget: Duration) -> CheckResult {
 mod tests {
     use super::*;
 
-    /// A history from a table: (process, kind, f, value, time in ms).
-    fn history(rows: &[(u64, Kind, F, Value, u64)]) -> Vec<Op> {
+    /// One record: (process, kind, f, value, time in ms).
+    type Row = (u64, Kind, F, Value, u64);
+
+    /// A history from a table of rows.
+    fn history(rows: &[Row]) -> Vec<Op> {
         rows.iter()
             .map(|(process, kind, f, value, ms)| Op {
                 process: *process,
@@ -405,13 +408,13 @@ mod tests {
         Value::Cas { from, to }
     }
 
-    fn check(rows: &[(u64, Kind, F, Value, u64)]) -> Validity {
+    fn check(rows: &[Row]) -> Validity {
         check_register(&history(rows), Duration::from_secs(5)).validity
     }
 
     #[test]
     fn histories_that_must_pass() {
-        let cases: Vec<(&str, Vec<(u64, Kind, F, Value, u64)>)> = vec![
+        let cases: Vec<(&str, Vec<Row>)> = vec![
             (
                 "a read of an absent key",
                 vec![(0, Invoke, Read, Nil, 0), (0, Done, Read, Nil, 1)],
@@ -494,7 +497,7 @@ mod tests {
 
     #[test]
     fn histories_that_must_fail() {
-        let cases: Vec<(&str, Vec<(u64, Kind, F, Value, u64)>)> = vec![
+        let cases: Vec<(&str, Vec<Row>)> = vec![
             (
                 "a stale read after a completed write",
                 vec![
