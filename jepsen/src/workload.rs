@@ -260,8 +260,6 @@ pub async fn set_client(recorder: Arc<Recorder>, api: Api, values: Arc<Values>, 
 /// `timeout` passes.
 pub async fn set_read_all(recorder: &Recorder, apis: &[Api], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let path =
-        format!("/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector={SET_LABEL}%3Dtrue");
     let mut attempt = 0usize;
     while Instant::now() < deadline {
         let api = &apis[attempt % apis.len().max(1)];
@@ -276,24 +274,8 @@ pub async fn set_read_all(recorder: &Recorder, apis: &[Api], timeout: Duration) 
             Some(&api.node),
             None,
         );
-        match api.send(reqwest::Method::GET, &path, None).await {
-            Ok(reply) if reply.code == 200 => {
-                let mut elements: Vec<i64> = reply.body["items"]
-                    .as_array()
-                    .map(|items| {
-                        items
-                            .iter()
-                            .filter_map(|i| {
-                                i["metadata"]["name"]
-                                    .as_str()?
-                                    .strip_prefix("s-")?
-                                    .parse()
-                                    .ok()
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                elements.sort_unstable();
+        match read_set(api).await {
+            Ok(elements) => {
                 recorder.op(
                     process,
                     Kind::Ok,
@@ -305,17 +287,6 @@ pub async fn set_read_all(recorder: &Recorder, apis: &[Api], timeout: Duration) 
                 );
                 return true;
             }
-            Ok(reply) => {
-                recorder.op(
-                    process,
-                    Kind::Fail,
-                    F::ReadAll,
-                    None,
-                    Value::None,
-                    Some(&api.node),
-                    Some(status_message(&reply)),
-                );
-            }
             Err(e) => {
                 recorder.op(
                     process,
@@ -324,13 +295,57 @@ pub async fn set_read_all(recorder: &Recorder, apis: &[Api], timeout: Duration) 
                     None,
                     Value::None,
                     Some(&api.node),
-                    Some(transport_error(&e)),
+                    Some(e),
                 );
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
+}
+
+/// The most pages one read of the set takes (of [`SET_PAGE`] elements each).
+const SET_PAGES_MAX: usize = 10_000;
+const SET_PAGE: usize = 500;
+
+/// Every element of the set, in pages as kubectl reads (the API gives at most 5,000 objects
+/// per answer, and a `continue` token reads the next page at the first page's revision).
+async fn read_set(api: &Api) -> Result<Vec<i64>, String> {
+    let mut elements = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..SET_PAGES_MAX {
+        let mut path = format!(
+            "/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector={SET_LABEL}%3Dtrue&limit={SET_PAGE}"
+        );
+        if let Some(token) = &token {
+            path.push_str("&continue=");
+            path.extend(form_urlencoded::byte_serialize(token.as_bytes()));
+        }
+        let reply = api
+            .send(reqwest::Method::GET, &path, None)
+            .await
+            .map_err(|e| transport_error(&e))?;
+        if reply.code != 200 {
+            return Err(status_message(&reply));
+        }
+        if let Some(items) = reply.body["items"].as_array() {
+            elements.extend(items.iter().filter_map(|i| {
+                i["metadata"]["name"]
+                    .as_str()?
+                    .strip_prefix("s-")?
+                    .parse::<i64>()
+                    .ok()
+            }));
+        }
+        match reply.body["metadata"]["continue"].as_str() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => {
+                elements.sort_unstable();
+                return Ok(elements);
+            }
+        }
+    }
+    Err(format!("the set did not fit in {SET_PAGES_MAX} pages"))
 }
 
 /// The resourceVersion of a fresh list of the Jepsen namespace's ConfigMaps.
