@@ -9,7 +9,7 @@ use keelson_actors::{
     ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig, NodePortRange, ServiceIpRange,
     ServiceRanges,
 };
-use keelson_raft::{Member, Store, StoreConfig};
+use keelson_raft::{Member, Store, StoreConfig, UnsafeMode};
 use rand::RngCore;
 
 #[derive(clap::Args)]
@@ -72,6 +72,14 @@ pub(crate) struct MasterArgs {
     /// controller installs routes to nodes' pod CIDRs [default: this process's own].
     #[arg(long, env = "KEELSON_CLOUD_ROUTER_NETNS")]
     cloud_router_netns: Option<String>,
+    /// UNSAFE, exists only for the Jepsen suite: answer linearizable reads from this master's
+    /// local state without a read index. Breaks the store's linearizability guarantee.
+    #[arg(long, hide = true)]
+    unsafe_stale_reads: bool,
+    /// UNSAFE, exists only for the Jepsen suite: acknowledge log appends and votes before they
+    /// are fsynced. Breaks the store's durability guarantee.
+    #[arg(long, hide = true)]
+    unsafe_no_sync: bool,
 }
 
 impl MasterArgs {
@@ -94,6 +102,8 @@ impl MasterArgs {
             service_node_port_range: ServiceRanges::default().node_ports,
             controllers: vec!["*".to_string()],
             cloud_router_netns: None,
+            unsafe_stale_reads: false,
+            unsafe_no_sync: false,
         }
     }
 }
@@ -180,6 +190,10 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
     config.history_window = Duration::from_secs(args.history_window_secs);
     config.compaction_interval = Duration::from_secs(args.compaction_interval_secs.max(1));
     config.snapshot_logs_since_last = args.snapshot_entries;
+    config.unsafe_mode = UnsafeMode {
+        stale_reads: args.unsafe_stale_reads,
+        no_sync: args.unsafe_no_sync,
+    };
     let store = Store::open(config)
         .await
         .with_context(|| format!("cannot start master {}", args.name))?;

@@ -28,7 +28,7 @@ mod watch;
 pub use client::{ClientWatch, StoreClient};
 pub use error::StoreError;
 pub use status::{MemberStatus, StoreStatus};
-pub use store::{Store, StoreConfig};
+pub use store::{Store, StoreConfig, UnsafeMode};
 
 pub use command::{
     Check, Command, CommandResponse, Compare, Consistency, Event, EventKind, KeyRange, KeyValue,

@@ -4,6 +4,8 @@
 //! dedicated sync thread writes out and fsyncs the WAL (flushed by hand, see `db::open`) before
 //! it reports them flushed to Raft. Appends that
 //! arrive while a sync runs share the next one (group commit). Votes are written synced.
+//! In `no_sync` mode (Jepsen only, `UnsafeMode`) appends and votes are acknowledged before
+//! any fsync: the WAL is written out to the OS but never synced.
 
 use std::fmt::Debug;
 use std::io;
@@ -31,18 +33,20 @@ const PENDING_SYNCS_MAX: usize = 4096;
 pub struct LogStore {
     db: Arc<DB>,
     sync: SyncSender<LogFlushed<TypeConfig>>,
+    /// Acknowledge appends and meta writes without fsync (unsafe; Jepsen only).
+    no_sync: bool,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
+    pub fn new(db: Arc<DB>, no_sync: bool) -> Self {
         let (sync, pending) = mpsc::sync_channel(PENDING_SYNCS_MAX);
         let sync_db = db.clone();
         thread::Builder::new()
             .name("raft-log-sync".to_string())
-            .spawn(move || sync_loop(&sync_db, &pending))
+            .spawn(move || sync_loop(&sync_db, &pending, no_sync))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the log sync thread: {e}"));
-        LogStore { db, sync }
+        LogStore { db, sync, no_sync }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -65,13 +69,15 @@ impl LogStore {
         value: &T,
         sync: bool,
     ) -> Result<(), rocksdb::Error> {
+        let fsync = sync && !self.no_sync;
         let mut options = WriteOptions::default();
-        options.set_sync(sync);
+        options.set_sync(fsync);
         self.db
             .put_cf_opt(cf(&self.db, family), family, encode(value), &options)?;
         if sync {
-            // The WAL is flushed by hand (see `db::open`): write out and fsync the buffer.
-            self.db.flush_wal(true)?;
+            // The WAL is flushed by hand (see `db::open`): write out the buffer, and fsync it
+            // unless `no_sync` (Jepsen only) acknowledges before any sync.
+            self.db.flush_wal(fsync)?;
         }
         Ok(())
     }
@@ -90,12 +96,13 @@ impl LogStore {
     }
 }
 
-/// Waits for appends, fsyncs the WAL once for all that are waiting, then reports them.
-fn sync_loop(db: &DB, pending: &Receiver<LogFlushed<TypeConfig>>) {
+/// Waits for appends, fsyncs the WAL once for all that are waiting, then reports them. With
+/// `no_sync` the WAL is only written out to the OS, never fsynced, before the report.
+fn sync_loop(db: &DB, pending: &Receiver<LogFlushed<TypeConfig>>, no_sync: bool) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];
         batch.extend(pending.try_iter().take(PENDING_SYNCS_MAX));
-        let result = db.flush_wal(true);
+        let result = db.flush_wal(!no_sync);
         for callback in batch {
             let result = match &result {
                 Ok(()) => Ok(()),

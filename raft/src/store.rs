@@ -56,6 +56,26 @@ pub struct StoreConfig {
     /// Entries kept in the log behind the last snapshot, for followers slightly behind.
     pub logs_kept_after_snapshot: u64,
     pub heartbeat_interval_ms: u64,
+    /// Deliberately unsafe behaviour for the Jepsen suite; the default is safe.
+    pub unsafe_mode: UnsafeMode,
+}
+
+/// Switches that break the store's guarantees on purpose, so the Jepsen suite can prove its
+/// checkers notice. Never set them in a real cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsafeMode {
+    /// Linearizable reads are answered from this member's local state without a read index,
+    /// on any member (leader or not): reads may be stale.
+    pub stale_reads: bool,
+    /// Log appends and vote/meta writes are acknowledged without fsync: acknowledged writes
+    /// may be lost in a crash.
+    pub no_sync: bool,
+}
+
+impl UnsafeMode {
+    pub fn any(&self) -> bool {
+        self.stale_reads || self.no_sync
+    }
 }
 
 impl StoreConfig {
@@ -74,6 +94,7 @@ impl StoreConfig {
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
             heartbeat_interval_ms: 150,
+            unsafe_mode: UnsafeMode::default(),
         }
     }
 
@@ -148,7 +169,16 @@ impl Store {
             Keyspace::open(db.clone(), config.watch_buffer_events_max)
                 .map_err(|e| storage_error("cannot read the keyspace", &e))?,
         );
-        let log_store = LogStore::new(db);
+        if config.unsafe_mode.any() {
+            tracing::warn!(
+                name = %config.name,
+                stale_reads = config.unsafe_mode.stale_reads,
+                no_sync = config.unsafe_mode.no_sync,
+                "UNSAFE MODE: this member deliberately breaks the store's guarantees \
+                 (stale reads and/or unsynced writes); for the Jepsen suite only"
+            );
+        }
+        let log_store = LogStore::new(db, config.unsafe_mode.no_sync);
         let state_machine =
             StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
                 .map_err(|e| storage_error("cannot read the state machine", &e))?;
@@ -483,7 +513,10 @@ impl Store {
         hops: u8,
     ) -> Result<RangeResponse, StoreError> {
         self.check_open()?;
-        if request.consistency == Consistency::Serializable {
+        if request.consistency == Consistency::Serializable
+            || self.inner.config.unsafe_mode.stale_reads
+        {
+            // With `stale_reads` (Jepsen only) a linearizable read skips the read index.
             return self.range_local(&request);
         }
         let deadline = self.deadline();

@@ -26,7 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for RocksBuilder 
                 .map_err(|e| StorageError::from(openraft::StorageIOError::read(&e)))?,
         );
         let state_machine = StateMachineStore::open(keyspace, dir.path().join("snapshot"))?;
-        let log_store = LogStore::new(db);
+        let log_store = LogStore::new(db, false);
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
