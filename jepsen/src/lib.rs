@@ -6,6 +6,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod control;
+pub mod etcd;
 pub mod history;
 pub mod nemesis;
 pub mod net;
