@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod control;
 pub mod history;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
 pub mod recorder;
