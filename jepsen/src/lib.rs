@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod control;
 pub mod etcd;
 pub mod history;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
 pub mod recorder;
