@@ -10,5 +10,6 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod recorder;
+pub mod report;
 pub mod run;
 pub mod workload;
