@@ -12,5 +12,6 @@ pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
 pub mod recorder;
+pub mod report;
 pub mod run;
 pub mod workload;
