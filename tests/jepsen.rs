@@ -99,3 +99,32 @@ async fn reads_without_read_index_are_caught() {
         "each anomaly comes with its failing sub-history:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_passes_the_same_register_checks() {
+    assert!(
+        std::path::Path::new("/usr/bin/etcd").exists(),
+        "the etcd control needs Debian's etcd: apt-get install etcd-server (scripts/install-deps.sh test does)"
+    );
+    let mut config = RunConfig::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_keelson")),
+        run_dir("etcd"),
+        Duration::from_secs(50),
+        vec![
+            Fault::PartitionLeader,
+            Fault::Kill,
+            Fault::PartitionHalves,
+            Fault::Pause,
+        ],
+    );
+    config.masters = 3;
+    config.quiet = Duration::from_secs(3);
+    config.active = Duration::from_secs(6);
+    let outcome = keelson_jepsen::run::run_etcd(&config)
+        .await
+        .expect("the run completes");
+    let text = summary(&outcome);
+    assert!(outcome.valid(), "etcd failed the checks:\n{text}");
+    let register = &outcome.results[0];
+    assert_eq!(register.validity, Validity::Valid, "{text}");
+}

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use keelson_raft::StoreClient;
 
 use crate::client::Api;
+use crate::lazyfs::{self, LazyFs};
 use crate::net::Host;
 
 /// The token every master of a Jepsen cluster shares.
@@ -31,7 +32,13 @@ pub struct ClusterOptions {
     pub master_args: Vec<String>,
     /// Start masters under libfaketime so their wall clocks can be skewed.
     pub skewable_clocks: bool,
+    /// Put each master's store database (`db/`: the Raft log, vote and state machine) on a lazy
+    /// filesystem that can lose unsynced writes.
+    pub lazy_data: bool,
 }
+
+/// The store's RocksDB directory inside a master's data directory (see `raft/src/store.rs`).
+const STORE_DIRS: [&str; 1] = ["db"];
 
 /// One master.
 pub struct Master {
@@ -40,6 +47,8 @@ pub struct Master {
     pub dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The lazy filesystems under its store directories, when asked for.
+    lazy: Vec<LazyFs>,
 }
 
 impl Master {
@@ -101,6 +110,7 @@ impl KeelsonCluster {
                 dir: dir.join(format!("m{i}")),
                 child: None,
                 paused: false,
+                lazy: Vec::new(),
             })
             .collect();
         let peers: Vec<String> = masters
@@ -114,6 +124,19 @@ impl KeelsonCluster {
         };
         for i in 0..cluster.masters.len() {
             std::fs::create_dir_all(&cluster.masters[i].dir)?;
+            if cluster.options.lazy_data {
+                let m = &mut cluster.masters[i];
+                for dir in STORE_DIRS {
+                    let backing = m.dir.with_extension(format!("{dir}-backing"));
+                    let mountpoint = m.dir.join(dir);
+                    std::fs::create_dir_all(&backing)?;
+                    std::fs::create_dir_all(&mountpoint)?;
+                    let fs = lazyfs::mount(&backing, &mountpoint).with_context(|| {
+                        format!("mount a lazy filesystem on {}", mountpoint.display())
+                    })?;
+                    m.lazy.push(fs);
+                }
+            }
             std::fs::write(cluster.masters[i].clock_file(), "+0\n")?;
             cluster.spawn(i)?;
         }
@@ -269,6 +292,10 @@ impl Drop for KeelsonCluster {
     fn drop(&mut self) {
         for i in 0..self.masters.len() {
             self.kill(i);
+            // Unmounted (flushing what is held) once the master is gone.
+            for fs in self.masters[i].lazy.drain(..) {
+                fs.unmount();
+            }
         }
     }
 }
@@ -327,8 +354,23 @@ impl crate::nemesis::Db for KeelsonCluster {
         Ok(())
     }
 
-    fn lose_unsynced(&mut self, _i: usize) -> anyhow::Result<String> {
-        bail!("the masters' data is not on a lazy filesystem")
+    fn lose_unsynced(&mut self, i: usize) -> anyhow::Result<String> {
+        let m = &self.masters[i];
+        if m.lazy.is_empty() {
+            bail!("the masters' data is not on a lazy filesystem");
+        }
+        if m.child.is_some() {
+            bail!(
+                "master {} must be stopped before its unsynced writes are lost",
+                m.name
+            );
+        }
+        let lost: Vec<String> = m
+            .lazy
+            .iter()
+            .map(|fs| fs.lose_unsynced().to_string())
+            .collect();
+        Ok(lost.join(", "))
     }
 
     fn supports(&self, fault: crate::nemesis::Fault) -> Result<(), String> {
@@ -340,7 +382,9 @@ impl crate::nemesis::Db for KeelsonCluster {
             Fault::Clock if !self.options.skewable_clocks => Err(format!(
                 "the masters were not started under libfaketime ({LIBFAKETIME}: apt-get install faketime)"
             )),
-            Fault::LoseUnsynced => Err("the masters' data is not on a lazy filesystem".to_string()),
+            Fault::LoseUnsynced if !self.options.lazy_data => {
+                Err("the masters' data is not on a lazy filesystem".to_string())
+            }
             _ => Ok(()),
         }
     }

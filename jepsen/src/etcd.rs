@@ -264,6 +264,8 @@ fn b64(text: &str) -> String {
 
 impl EtcdRegister {
     pub fn new(host: &Host, name: &str, timeout: Duration) -> anyhow::Result<EtcdRegister> {
+        // reqwest is built without a default TLS provider (the workspace picks ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

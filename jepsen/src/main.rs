@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use keelson_jepsen::nemesis::Fault;
-use keelson_jepsen::run::{run_keelson, RunConfig};
+use keelson_jepsen::run::{run_etcd, run_keelson, RunConfig};
 
 #[derive(Parser)]
 #[command(about = "Keelson's Jepsen-style fault-injection suite")]
@@ -31,6 +31,10 @@ struct Args {
     /// Register clients (five share a key).
     #[arg(long, default_value_t = 10)]
     clients: usize,
+    /// The system under test: keelson, or etcd (Debian's etcd 3.4, register workload only: the
+    /// control that must pass).
+    #[arg(long, default_value = "keelson", value_parser = ["keelson", "etcd"])]
+    db: String,
     /// The keelson binary [default: `keelson` next to this program].
     #[arg(long)]
     keelson: Option<PathBuf>,
@@ -69,7 +73,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .join("keelson"),
     };
     let faults = Fault::parse_list(&args.nemesis)?;
-    let stamp = jiff_free_stamp();
+    let stamp = format!("run-{}", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
     let dir = args.out.join(stamp);
     let mut config = RunConfig::new(keelson, dir, Duration::from_secs(args.time_limit), faults);
     config.masters = args.masters;
@@ -84,7 +88,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime.block_on(run_keelson(&config))?;
+    let outcome = if args.db == "etcd" {
+        runtime.block_on(run_etcd(&config))?
+    } else {
+        runtime.block_on(run_keelson(&config))?
+    };
     for result in &outcome.results {
         println!(
             "{:<24} {:?}: {}",
@@ -100,13 +108,4 @@ fn run(args: Args) -> anyhow::Result<bool> {
         outcome.dir.display()
     );
     Ok(outcome.valid())
-}
-
-/// A folder name for the run from the wall clock: seconds since the epoch.
-fn jiff_free_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("run-{secs}")
 }

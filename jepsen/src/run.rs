@@ -11,10 +11,13 @@ use crate::checker::{self, CheckResult, Validity};
 use crate::client::{Api, Register};
 use crate::cluster::{ClusterOptions, KeelsonCluster};
 use crate::control::{self, HollowNodes};
+use crate::etcd::{EtcdCluster, EtcdRegister};
 use crate::history::write_jsonl;
+use crate::nemesis::Db;
 use crate::nemesis::{Fault, Nemesis};
 use crate::net::Net;
 use crate::recorder::Recorder;
+use crate::report::{Report, RunInfo};
 use crate::workload::{self, KeyGroup, Stop, Values, WatchProgress};
 
 /// What a run does.
@@ -45,6 +48,8 @@ pub struct RunConfig {
     pub control_plane: bool,
     /// Extra `keelson master` arguments (the unsafe modes).
     pub master_args: Vec<String>,
+    /// When the run started, for the report.
+    pub started: String,
 }
 
 impl RunConfig {
@@ -67,6 +72,7 @@ impl RunConfig {
             check_budget: Duration::from_secs(10),
             control_plane: true,
             master_args: Vec::new(),
+            started: jiff::Timestamp::now().to_string(),
         }
     }
 }
@@ -85,6 +91,123 @@ impl RunOutcome {
     }
 }
 
+/// Starts the register clients: `clients_per_key` of them share each key, spread over the
+/// members.
+fn register_clients(
+    config: &RunConfig,
+    recorder: &Arc<Recorder>,
+    registers: &[Arc<dyn Register>],
+    values: &Arc<Values>,
+    stop: &Stop,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let per_key = config.clients_per_key.max(1);
+    let groups: Vec<Arc<KeyGroup>> = (0..config.register_clients.div_ceil(per_key))
+        .map(|g| Arc::new(KeyGroup::new(g, config.ops_per_key)))
+        .collect();
+    (0..config.register_clients)
+        .map(|w| {
+            tokio::spawn(workload::register_client(
+                recorder.clone(),
+                registers[w % registers.len()].clone(),
+                groups[w / per_key].clone(),
+                values.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// The register workload alone against Debian's etcd 3.4 (`/usr/bin/etcd`), with the faults
+/// etcd's harness supports: the control run whose checker must pass.
+pub async fn run_etcd(config: &RunConfig) -> anyhow::Result<RunOutcome> {
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("create {}", config.dir.display()))?;
+    let mut net = Net::new()?;
+    let hosts = (0..config.masters)
+        .map(|i| net.add_host(&format!("e{i}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let etcd = EtcdCluster::start(&hosts, &config.dir.join("data")).await?;
+    let clients_of = |timeout: Duration| -> anyhow::Result<Vec<Arc<dyn Register>>> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let register = EtcdRegister::new(h, &format!("e{i}"), timeout)?;
+                Ok(Arc::new(register) as Arc<dyn Register>)
+            })
+            .collect()
+    };
+    let registers = clients_of(config.request_timeout)?;
+    let probes = clients_of(Duration::from_secs(1))?;
+    let recorder = Arc::new(Recorder::new());
+    let stop = Stop::default();
+    let values = Arc::new(Values::default());
+    let clients = register_clients(config, &recorder, &registers, &values, &stop);
+    let faults: Vec<Fault> = config
+        .faults
+        .iter()
+        .copied()
+        .filter(|f| etcd.supports(*f).is_ok())
+        .collect();
+    let mut nemesis = Nemesis::new(etcd, recorder.clone(), probes);
+    let until = Instant::now() + config.time_limit;
+    nemesis
+        .run(&faults, until, config.quiet, config.active)
+        .await;
+    stop.stop();
+    nemesis.heal_all().await;
+    for client in clients {
+        let _ = tokio::time::timeout(config.request_timeout * 3, client).await;
+    }
+    let results = vec![
+        checker::linear::check_register(&recorder.ops(), config.check_budget),
+        nemesis.recovery_result(),
+    ];
+    drop(nemesis);
+    drop(net);
+    let ops = write_run(config, "etcd 3.4", &["register"], &recorder, &results)?;
+    Ok(RunOutcome {
+        dir: config.dir.clone(),
+        results,
+        ops,
+    })
+}
+
+/// Writes the history, the nemesis's record and the report of a finished run.
+fn write_run(
+    config: &RunConfig,
+    name: &str,
+    workloads: &[&str],
+    recorder: &Recorder,
+    results: &[CheckResult],
+) -> anyhow::Result<usize> {
+    let ops = recorder.ops();
+    let events = recorder.nemesis_events();
+    write_jsonl(&config.dir.join("history.jsonl"), &ops)?;
+    write_jsonl(&config.dir.join("nemesis.jsonl"), &events)?;
+    let info = RunInfo {
+        name: name.to_string(),
+        started: config.started.clone(),
+        duration: config.time_limit,
+        masters: config.masters,
+        workloads: workloads.iter().map(|w| w.to_string()).collect(),
+        nemeses: config.faults.iter().map(|f| f.name().to_string()).collect(),
+        extra: vec![
+            ("fault held".into(), format!("{:?}", config.active)),
+            ("calm before each".into(), format!("{:?}", config.quiet)),
+            ("master flags".into(), config.master_args.join(" ")),
+        ],
+    };
+    Report {
+        info: &info,
+        ops: &ops,
+        nemesis: &events,
+        results,
+    }
+    .write(&config.dir)?;
+    Ok(ops.len())
+}
+
 /// Runs the suite against a Keelson cluster.
 pub async fn run_keelson(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     std::fs::create_dir_all(&config.dir)
@@ -97,6 +220,7 @@ pub async fn run_keelson(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         keelson: config.keelson.clone(),
         master_args: config.master_args.clone(),
         skewable_clocks: config.faults.contains(&Fault::Clock),
+        lazy_data: config.faults.contains(&Fault::LoseUnsynced),
     };
     let data = config.dir.join("data");
     let cluster = KeelsonCluster::start(&hosts, &data, options).await?;
@@ -136,22 +260,7 @@ pub async fn run_keelson(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         .iter()
         .map(|a| Arc::new(a.clone()) as Arc<dyn Register>)
         .collect();
-    let mut clients = Vec::new();
-    let groups: Vec<Arc<KeyGroup>> = (0..config
-        .register_clients
-        .div_ceil(config.clients_per_key.max(1)))
-        .map(|g| Arc::new(KeyGroup::new(g, config.ops_per_key)))
-        .collect();
-    for w in 0..config.register_clients {
-        let group = groups[w / config.clients_per_key.max(1)].clone();
-        clients.push(tokio::spawn(workload::register_client(
-            recorder.clone(),
-            registers[w % registers.len()].clone(),
-            group,
-            values.clone(),
-            stop.clone(),
-        )));
-    }
+    let mut clients = register_clients(config, &recorder, &registers, &values, &stop);
     for w in 0..config.set_clients {
         clients.push(tokio::spawn(workload::set_client(
             recorder.clone(),
@@ -228,18 +337,29 @@ pub async fn run_keelson(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         let _ = tokio::time::timeout(Duration::from_secs(5), watcher).await;
     }
 
-    let ops = recorder.ops();
-    let events = recorder.nemesis_events();
-    write_jsonl(&config.dir.join("history.jsonl"), &ops)?;
-    write_jsonl(&config.dir.join("nemesis.jsonl"), &events)?;
-    let mut results = checker::check_all(&ops, config.check_budget);
+    let mut results = checker::check_all(&recorder.ops(), config.check_budget);
     results.push(nemesis.recovery_result());
     results.extend(control_result);
+    let mut workloads = vec!["register", "set", "watch"];
+    if config.control_plane {
+        workloads.push("control-plane");
+    }
     drop(nemesis);
     drop(net);
+    let ops = write_run(config, "keelson", &workloads, &recorder, &results)?;
+    // The masters' data (RocksDB) is large; their logs stay.
+    for i in 0..config.masters {
+        for dir in [
+            format!("m{i}"),
+            format!("m{i}.db-backing"),
+            format!("m{i}.snapshot-backing"),
+        ] {
+            let _ = std::fs::remove_dir_all(data.join(dir));
+        }
+    }
     Ok(RunOutcome {
         dir: config.dir.clone(),
         results,
-        ops: ops.len(),
+        ops,
     })
 }
