@@ -1,5 +1,6 @@
 //! The lazy filesystem loses exactly the unsynced writes: plain files and RocksDB in a real FUSE
 //! mount. Root-only (FUSE mount); fails with a message saying what is missing otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -67,6 +68,7 @@ fn lazyfs_keeps_only_synced_data() {
     // Phase 1: 4 KiB synced, then 4 KiB more appended without a sync.
     let mut file = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .open(&path)
         .expect("create");
