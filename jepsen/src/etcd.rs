@@ -42,6 +42,7 @@ impl EtcdCluster {
         if !Path::new(ETCD).exists() {
             bail!("no etcd at {ETCD}: apt-get install etcd-server");
         }
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let members: Vec<Member> = hosts
             .iter()
             .enumerate()
@@ -422,7 +423,15 @@ mod tests {
         assert_eq!(c1.read("k").await.unwrap().map(|v| v.value), Some(6));
 
         crate::nemesis::Db::kill(&mut cluster, 0);
-        c1.write("k", 8).await.expect("write with one member down");
+        // The killed member may have led: writes succeed again after an election.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while let Err(e) = c1.write("k", 8).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no write with one member down: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         assert_eq!(c1.read("k").await.unwrap().map(|v| v.value), Some(8));
         assert!(matches!(c0.read("k").await, Err(ClientError::Definite(_))));
         crate::nemesis::Db::start(&mut cluster, 0).expect("restart");
