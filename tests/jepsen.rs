@@ -54,15 +54,16 @@ async fn a_short_run_with_every_nemesis_finds_no_anomaly() {
             "{name} is not valid:\n{text}"
         );
     }
-    // Every nemesis ran: installed, or skipped with a reason.
+    // Every nemesis ran: none was skipped. A membership change that timed out under other
+    // faults is recorded as indeterminate (tried, effect unknown) and still counts as run.
     let events: Vec<NemesisEvent> = read_jsonl(&outcome.dir.join("nemesis.jsonl")).unwrap();
     for fault in Fault::ALL {
         let started = events
             .iter()
             .find(|e| e.fault == fault.name() && e.phase == Phase::Start);
         assert!(
-            started.is_some_and(|e| e.status == FaultStatus::Installed),
-            "{} was not installed: {started:?}\n{text}",
+            started.is_some_and(|e| e.status != FaultStatus::Skipped),
+            "{} did not run: {started:?}\n{text}",
             fault.name()
         );
     }
