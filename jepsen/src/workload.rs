@@ -321,14 +321,8 @@ async fn read_set(api: &Api) -> Result<Vec<i64>, String> {
             path.push_str("&continue=");
             path.extend(form_urlencoded::byte_serialize(token.as_bytes()));
         }
-        let reply = api
-            .send(reqwest::Method::GET, &path, None)
-            .await
-            .map_err(|e| transport_error(&e))?;
-        if reply.code != 200 {
-            return Err(status_message(&reply));
-        }
-        if let Some(items) = reply.body["items"].as_array() {
+        let body = get_ok(api, &path).await?;
+        if let Some(items) = body["items"].as_array() {
             elements.extend(items.iter().filter_map(|i| {
                 i["metadata"]["name"]
                     .as_str()?
@@ -337,7 +331,7 @@ async fn read_set(api: &Api) -> Result<Vec<i64>, String> {
                     .ok()
             }));
         }
-        match reply.body["metadata"]["continue"].as_str() {
+        match body["metadata"]["continue"].as_str() {
             Some(next) if !next.is_empty() => token = Some(next.to_string()),
             _ => {
                 elements.sort_unstable();
@@ -348,17 +342,22 @@ async fn read_set(api: &Api) -> Result<Vec<i64>, String> {
     Err(format!("the set did not fit in {SET_PAGES_MAX} pages"))
 }
 
-/// The resourceVersion of a fresh list of the Jepsen namespace's ConfigMaps.
-pub async fn list_revision(api: &Api) -> Result<u64, String> {
-    let path = format!("/api/v1/namespaces/{NAMESPACE}/configmaps?limit=1");
+/// A GET answered 200: its body, or the transport error or Status as text.
+async fn get_ok(api: &Api, path: &str) -> Result<Json, String> {
     let reply = api
-        .send(reqwest::Method::GET, &path, None)
+        .send(reqwest::Method::GET, path, None)
         .await
         .map_err(|e| transport_error(&e))?;
     if reply.code != 200 {
         return Err(status_message(&reply));
     }
-    reply.body["metadata"]["resourceVersion"]
+    Ok(reply.body)
+}
+
+/// The resourceVersion of a fresh list of the Jepsen namespace's ConfigMaps.
+pub async fn list_revision(api: &Api) -> Result<u64, String> {
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/configmaps?limit=1");
+    get_ok(api, &path).await?["metadata"]["resourceVersion"]
         .as_str()
         .and_then(|rv| rv.parse().ok())
         .ok_or_else(|| "a list without a resourceVersion".to_string())
