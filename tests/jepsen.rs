@@ -54,8 +54,8 @@ async fn a_short_run_with_every_nemesis_finds_no_anomaly() {
             "{name} is not valid:\n{text}"
         );
     }
-    // Every nemesis ran: none was skipped. A membership change that timed out under other
-    // faults is recorded as indeterminate (tried, effect unknown) and still counts as run.
+    // Every nemesis ran: none was skipped. A fault that could not be completely installed is
+    // recorded as indeterminate (tried, effect unknown) and still counts as run.
     let events: Vec<NemesisEvent> = read_jsonl(&outcome.dir.join("nemesis.jsonl")).unwrap();
     for fault in Fault::ALL {
         let started = events
@@ -67,6 +67,20 @@ async fn a_short_run_with_every_nemesis_finds_no_anomaly() {
             fault.name()
         );
     }
+    // The member removed (and restarted outside the membership) served and was added back.
+    let member: Vec<&NemesisEvent> = events.iter().filter(|e| e.fault == "member").collect();
+    assert!(
+        member
+            .first()
+            .is_some_and(|e| e.status == FaultStatus::Installed),
+        "the member fault was not installed: {member:?}"
+    );
+    assert!(
+        member
+            .iter()
+            .any(|e| e.phase == Phase::Stop && e.detail.starts_with("added back")),
+        "the removed member was not added back: {member:?}"
+    );
     assert!(outcome.dir.join("summary.md").exists(), "{text}");
 }
 

@@ -22,6 +22,9 @@ pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so
 /// A master's QUIC port (store peers and nodes) and HTTPS port, on its host's address.
 const PEER_PORT: u16 = 7000;
 const API_PORT: u16 = 6443;
+/// How long one membership change may take: a little over the store client's bound (75 s) for a
+/// learner to catch up and the change to commit.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(80);
 
 /// How a cluster is started.
 #[derive(Clone, Debug)]
@@ -193,12 +196,20 @@ impl KeelsonCluster {
 
     /// Waits until master `i` answers `/readyz` with 200.
     pub async fn wait_serving(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let m = &self.masters[i];
+        self.wait_health(i, "/readyz", timeout).await
+    }
+
+    /// Waits until master `i` answers `/livez` (it runs, with or without a leader).
+    pub async fn wait_live(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_health(i, "/livez", timeout).await
+    }
+
+    async fn wait_health(&self, i: usize, path: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(api) = self.api(i, Duration::from_secs(2)) {
                 if api
-                    .send(reqwest::Method::GET, "/readyz", None)
+                    .send(reqwest::Method::GET, path, None)
                     .await
                     .is_ok_and(|r| r.code == 200)
                 {
@@ -207,9 +218,9 @@ impl KeelsonCluster {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "master {} did not serve its API in {timeout:?}; see {}",
-                    m.name,
-                    m.log_path().display()
+                    "master {} did not answer {path} in {timeout:?}; see {}",
+                    self.masters[i].name,
+                    self.masters[i].log_path().display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -238,6 +249,38 @@ impl KeelsonCluster {
             .into_iter()
             .filter_map(|(_, status)| status.ok()?.leader)
             .find_map(|leader| self.masters.iter().position(|m| m.name == leader))
+    }
+
+    /// What each master says of the store: role, term, leader, voters (for error reports).
+    pub async fn membership_views(&self) -> String {
+        let Ok(store) = self.store() else {
+            return "no store client".to_string();
+        };
+        let statuses = tokio::time::timeout(Duration::from_secs(5), store.status_all()).await;
+        let Ok(statuses) = statuses else {
+            return "status timed out".to_string();
+        };
+        statuses
+            .into_iter()
+            .map(|(endpoint, status)| match status {
+                Ok(s) => format!(
+                    "{} {} T{} leader {} voters [{}]{}",
+                    s.name,
+                    s.role,
+                    s.term,
+                    s.leader.as_deref().unwrap_or("none"),
+                    s.members
+                        .iter()
+                        .filter(|m| m.voter)
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    if s.joint { " (joint)" } else { "" }
+                ),
+                Err(e) => format!("{endpoint}: {e}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// `kill -9` of master `i` (also when paused).
@@ -336,9 +379,20 @@ impl crate::nemesis::Db for KeelsonCluster {
     async fn remove_member(&mut self, i: usize) -> anyhow::Result<()> {
         let store = self.store()?;
         let name = self.masters[i].name.clone();
-        tokio::time::timeout(Duration::from_secs(10), store.remove_member(&name))
+        let removed = tokio::time::timeout(MEMBERSHIP_TIMEOUT, store.remove_member(&name))
             .await
-            .context("removing a member timed out")??;
+            .context("removing a member timed out")
+            .and_then(|r| r.map_err(anyhow::Error::from));
+        if let Err(e) = removed {
+            bail!("{e:#}; members' views: {}", self.membership_views().await);
+        }
+        // A master restarted outside the membership must still start and serve (it forwards
+        // to the leader the others name) so that it can be added back.
+        KeelsonCluster::kill(self, i);
+        self.spawn(i)?;
+        self.wait_live(i, Duration::from_secs(30))
+            .await
+            .context("the removed master, restarted, did not serve")?;
         Ok(())
     }
 
@@ -348,9 +402,13 @@ impl crate::nemesis::Db for KeelsonCluster {
             name: self.masters[i].name.clone(),
             addr: self.masters[i].peer(),
         };
-        tokio::time::timeout(Duration::from_secs(10), store.add_member(member))
+        let added = tokio::time::timeout(MEMBERSHIP_TIMEOUT, store.add_member(member))
             .await
-            .context("adding a member timed out")??;
+            .context("adding a member timed out")
+            .and_then(|r| r.map_err(anyhow::Error::from));
+        if let Err(e) = added {
+            bail!("{e:#}; members' views: {}", self.membership_views().await);
+        }
         Ok(())
     }
 

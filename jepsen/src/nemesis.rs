@@ -40,7 +40,8 @@ pub enum Fault {
     Kill,
     /// SIGSTOP of a minority (the leader among them), SIGCONT at the heal.
     Pause,
-    /// A master removed from the store's membership and added back at the heal.
+    /// A master removed from the store's membership and restarted outside it (it must still
+    /// start and serve), then added back at the heal.
     Member,
     /// Masters' wall clocks moved by up to a minute either way.
     Clock,
@@ -209,6 +210,8 @@ pub struct Nemesis<D: Db> {
     /// Clients of each member, used to probe that writes are accepted after a heal.
     probes: Vec<Arc<dyn Register>>,
     recoveries: Vec<(String, Option<Duration>)>,
+    /// Heals that could not put the cluster back as it was (a removed member not re-added).
+    unrestored: Vec<String>,
 }
 
 impl<D: Db> Nemesis<D> {
@@ -218,6 +221,7 @@ impl<D: Db> Nemesis<D> {
             recorder,
             probes,
             recoveries: Vec::new(),
+            unrestored: Vec::new(),
         }
     }
 
@@ -358,7 +362,13 @@ impl<D: Db> Nemesis<D> {
             Fault::Member => {
                 let i = order[0];
                 match self.db.remove_member(i).await {
-                    Ok(()) => Ok((Active::Removed(i), format!("removed {}", names(&[i])))),
+                    Ok(()) => Ok((
+                        Active::Removed(i),
+                        format!(
+                            "removed {} and restarted it outside the membership",
+                            names(&[i])
+                        ),
+                    )),
                     Err(e) => Err((Active::Removed(i), e)),
                 }
             }
@@ -420,12 +430,20 @@ impl<D: Db> Nemesis<D> {
             }
             Active::Removed(i) => {
                 // Re-adding needs a leader; keep trying for a while.
-                let deadline = Instant::now() + PROBE_LIMIT;
+                let start = Instant::now();
+                let deadline = start + PROBE_LIMIT;
                 loop {
                     match self.db.add_member(i).await {
-                        Ok(()) => break "added back".to_string(),
+                        Ok(()) => {
+                            break format!("added back in {:.2} s", start.elapsed().as_secs_f64())
+                        }
                         Err(e) if Instant::now() > deadline => {
-                            break format!("could not add the member back: {e:#}")
+                            let failure = format!(
+                                "could not add {} back to the membership: {e:#}",
+                                self.db.hosts()[i].name
+                            );
+                            self.unrestored.push(failure.clone());
+                            break failure;
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
@@ -493,6 +511,14 @@ impl<D: Db> Nemesis<D> {
                     ops: Vec::new(),
                 }),
             }
+        }
+        for failure in &self.unrestored {
+            anomalies.push(Anomaly {
+                kind: "member-not-restored".into(),
+                key: None,
+                message: failure.clone(),
+                ops: Vec::new(),
+            });
         }
         CheckResult {
             name: "recovery".into(),

@@ -17,6 +17,9 @@ use crate::types::Member;
 
 /// How long one request may wait for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a membership change may take: a member waits up to a minute for a learner to
+/// catch up and the change to commit (`StoreConfig::membership_timeout`).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(75);
 /// How many rounds over all endpoints a request makes before giving up.
 const ROUNDS_MAX: usize = 3;
 
@@ -84,6 +87,14 @@ impl StoreClient {
     /// Sends `request` to the first endpoint that takes it. Only undelivered requests move on
     /// to the next endpoint; a request that may have been applied is reported unknown.
     async fn call(&self, request: &PeerRequest) -> Result<PeerResponse, StoreError> {
+        self.call_within(request, REQUEST_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, StoreError> {
         let mut last = StoreError::Unavailable("no endpoint tried".to_string());
         for (round, i) in self.order().enumerate() {
             if round > 0 && round % self.endpoints.len() == 0 {
@@ -91,7 +102,7 @@ impl StoreClient {
             }
             match self
                 .transport
-                .call(&self.endpoints[i], request, REQUEST_TIMEOUT)
+                .call(&self.endpoints[i], request, timeout)
                 .await
             {
                 Ok(PeerResponse::Refused(e)) => return Err(e.into()),
@@ -192,7 +203,10 @@ impl StoreClient {
 
     pub async fn add_member(&self, member: Member) -> Result<(), StoreError> {
         match self
-            .call(&PeerRequest::AddMember { member, hops: 0 })
+            .call_within(
+                &PeerRequest::AddMember { member, hops: 0 },
+                MEMBERSHIP_TIMEOUT,
+            )
             .await?
         {
             PeerResponse::Membership(result) => result.map_err(Into::into),
@@ -205,7 +219,7 @@ impl StoreClient {
             name: name.to_string(),
             hops: 0,
         };
-        match self.call(&request).await? {
+        match self.call_within(&request, MEMBERSHIP_TIMEOUT).await? {
             PeerResponse::Membership(result) => result.map_err(Into::into),
             other => Err(unexpected(&other)),
         }

@@ -49,6 +49,25 @@ impl LogStore {
         LogStore { db, sync, no_sync }
     }
 
+    /// Called before Raft starts: keeps the persisted vote (term and candidate) but forgets
+    /// that a quorum granted it. openraft 0.9 otherwise restores a member whose committed vote
+    /// names itself as leader at once, without an election, even when that member has since
+    /// been removed from the membership: a leader that removed itself and restarts would lead
+    /// a cluster it is not part of, and name itself leader to every client. Forgetting the
+    /// grant costs one election after a leader restarts (a follower learns its leader from the
+    /// next heartbeat); what Raft's safety rests on, never voting twice in a term, is kept.
+    pub fn forget_vote_grant(&self) -> Result<(), StorageIOError<MemberId>> {
+        let Some(vote) = self.read_meta::<Vote<MemberId>>(CF_VOTE)? else {
+            return Ok(());
+        };
+        if !vote.is_committed() {
+            return Ok(());
+        }
+        let (term, candidate) = (vote.leader_id().term, vote.leader_id().node_id);
+        self.write_meta(CF_VOTE, &Vote::new(term, candidate), true)
+            .map_err(|e| StorageIOError::write_vote(&e))
+    }
+
     fn read_meta<T: serde::de::DeserializeOwned>(
         &self,
         family: &'static str,

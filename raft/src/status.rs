@@ -15,6 +15,10 @@ pub struct StoreStatus {
     /// The member that answered.
     pub name: String,
     pub leader: Option<String>,
+    /// What this member is in Raft: leader, follower, candidate or learner.
+    pub role: String,
+    /// Whether the membership is a joint configuration (a change is under way or was cut off).
+    pub joint: bool,
     pub term: u64,
     pub members: Vec<MemberStatus>,
     /// Whether this member has a log or vote (false: never initialized or joined).

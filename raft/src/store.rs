@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{ChangeMembers, Config, Raft, SnapshotPolicy};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
+use openraft::{ChangeMembers, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use crate::command::{
@@ -56,6 +58,9 @@ pub struct StoreConfig {
     /// Entries kept in the log behind the last snapshot, for followers slightly behind.
     pub logs_kept_after_snapshot: u64,
     pub heartbeat_interval_ms: u64,
+    /// How long adding a member waits for it to catch up as a learner, and then for the
+    /// change to commit, before it reports the member unreachable.
+    pub membership_timeout: Duration,
     /// Deliberately unsafe behaviour for the Jepsen suite; the default is safe.
     pub unsafe_mode: UnsafeMode,
 }
@@ -94,6 +99,7 @@ impl StoreConfig {
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
             heartbeat_interval_ms: 150,
+            membership_timeout: Duration::from_secs(60),
             unsafe_mode: UnsafeMode::default(),
         }
     }
@@ -147,7 +153,19 @@ struct Inner {
     proposer: Proposer,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
+    /// The leader other members named when this one knew none, and when they were asked.
+    leader_hint: Mutex<Option<(Option<Member>, Instant)>>,
 }
+
+/// How often a member without a leader checks whether it has been removed.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many log entries a learner may still lag behind the leader when it is made a voter.
+const CATCH_UP_LAG_MAX: u64 = 256;
+
+/// How long the leader other members named (or that they named none) is trusted before
+/// asking again.
+const LEADER_HINT_TTL: Duration = Duration::from_millis(500);
 
 /// Answers peers and clients on this member's QUIC endpoint.
 struct Service {
@@ -179,6 +197,9 @@ impl Store {
             );
         }
         let log_store = LogStore::new(db, config.unsafe_mode.no_sync);
+        log_store
+            .forget_vote_grant()
+            .map_err(|e| storage_error("cannot read the vote", &e))?;
         let state_machine =
             StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
                 .map_err(|e| storage_error("cannot read the state machine", &e))?;
@@ -206,6 +227,7 @@ impl Store {
                 proposer,
                 tasks: Mutex::new(Vec::new()),
                 closing: AtomicBool::new(false),
+                leader_hint: Mutex::new(None),
             }),
         };
         let service = Arc::new(Service {
@@ -214,6 +236,7 @@ impl Store {
         let serve = tokio::spawn(transport.serve(service));
         let bootstrap = tokio::spawn(store.clone().bootstrap());
         let compactor = tokio::spawn(store.clone().compactor());
+        let removal = tokio::spawn(store.clone().removal_watch());
         let batches = {
             let store = store.clone();
             tokio::spawn(proposer::run(proposals, move |command, deadline| {
@@ -223,7 +246,7 @@ impl Store {
         };
         store
             .lock_tasks()
-            .extend([serve, bootstrap, compactor, batches]);
+            .extend([serve, bootstrap, compactor, removal, batches]);
         tracing::info!(name = %store.inner.config.name, id, "store member started");
         Ok(store)
     }
@@ -302,6 +325,114 @@ impl Store {
         }
     }
 
+    /// Stops a removed member from disrupting the cluster. A member removed from the
+    /// membership often never receives the configuration without it (the leader stops
+    /// replicating to it once that commits), so it believes it still votes: it campaigns with
+    /// ever higher terms, and a leader that re-adds it later is pushed aside by those terms.
+    /// When this member has heard from no leader for a while and the leader the others name
+    /// does not count it among the voters, it stops standing for election, until a leader
+    /// again replicates a membership in which it votes.
+    async fn removal_watch(self) {
+        let mut leaderless_since: Option<Instant> = None;
+        let mut electing = true;
+        loop {
+            tokio::time::sleep(REMOVAL_CHECK_INTERVAL).await;
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.leader_id().is_some() {
+                leaderless_since = None;
+                if !electing && self.votes_here() {
+                    tracing::info!(
+                        "a leader counts this member among the voters again: standing for election"
+                    );
+                    self.inner.raft.runtime_config().elect(true);
+                    electing = true;
+                }
+                continue;
+            }
+            let since = *leaderless_since.get_or_insert_with(Instant::now);
+            if !electing || since.elapsed() < REMOVAL_CHECK_INTERVAL * 2 {
+                continue;
+            }
+            if let Some(voters) = self.voters_per_others().await {
+                if !voters.contains(&self.inner.config.name) {
+                    tracing::warn!(
+                        voters = ?voters,
+                        "the cluster's leader does not count this member among the voters \
+                         (removed?): not standing for election until it is added back"
+                    );
+                    self.inner.raft.runtime_config().elect(false);
+                    electing = false;
+                }
+            }
+        }
+    }
+
+    /// Whether this member is a voter of its own (uniform) membership.
+    fn votes_here(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.get_joint_config().len() == 1
+            && membership.voter_ids().any(|v| v == self.inner.id)
+    }
+
+    /// The voters of a uniform membership as reported by a member that knows a leader (and is
+    /// not this one); `None` if no member answers so.
+    async fn voters_per_others(&self) -> Option<BTreeSet<String>> {
+        for addr in self.other_addrs() {
+            let Some(status) = self.status_of(&addr).await else {
+                continue;
+            };
+            if status.leader.is_none() || status.joint {
+                continue;
+            }
+            return Some(
+                status
+                    .members
+                    .into_iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.name)
+                    .collect(),
+            );
+        }
+        None
+    }
+
+    /// What the member at `addr` says of itself, if it answers within half a second.
+    async fn status_of(&self, addr: &str) -> Option<StoreStatus> {
+        let answer = self
+            .inner
+            .transport
+            .call(addr, &PeerRequest::Status, Duration::from_millis(500))
+            .await;
+        match answer {
+            Ok(PeerResponse::Status(Ok(status))) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The peer addresses of the other members this one knows of: its last membership and
+    /// `--peers`.
+    fn other_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, node)| node.addr.clone())
+                .collect()
+        };
+        addrs.extend(self.inner.config.peers.iter().map(|m| m.addr.clone()));
+        addrs.sort();
+        addrs.dedup();
+        addrs.retain(|addr| *addr != self.inner.config.advertise);
+        addrs
+    }
+
     /// On the leader, compacts history older than the window, every interval.
     async fn compactor(self) {
         let interval = self
@@ -344,8 +475,24 @@ impl Store {
         }
     }
 
+    /// The leader this member can vouch for: openraft's (from its committed vote), except
+    /// itself once it no longer leads (a leader that removed itself keeps its committed vote)
+    /// and anyone while this member is outside the membership (no leader talks to it, so its
+    /// view is stale; [`Store::leader_from_others`] asks the members instead).
+    fn known_leader(&self, metrics: &RaftMetrics<MemberId, Member>) -> Option<MemberId> {
+        let leader = metrics.current_leader?;
+        if leader == self.inner.id && metrics.state != ServerState::Leader {
+            return None;
+        }
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .map(|_| leader)
+    }
+
     fn leader_id(&self) -> Option<MemberId> {
-        self.inner.raft.metrics().borrow().current_leader
+        self.known_leader(&self.inner.raft.metrics().borrow())
     }
 
     fn member_by_id(&self, id: MemberId) -> Option<Member> {
@@ -370,12 +517,22 @@ impl Store {
         request: &PeerRequest,
         deadline: Instant,
     ) -> Result<Option<PeerResponse>, StoreError> {
-        let Some(leader) = forward
-            .leader_node
-            .clone()
-            .or_else(|| forward.leader_id.and_then(|id| self.member_by_id(id)))
-        else {
-            return Ok(None);
+        // Outside the membership, the leader openraft names is whoever led when this member
+        // was removed: ask the members instead.
+        let known = if self.is_outside() {
+            None
+        } else {
+            forward
+                .leader_node
+                .clone()
+                .or_else(|| forward.leader_id.and_then(|id| self.member_by_id(id)))
+        };
+        let leader = match known {
+            Some(leader) => leader,
+            None => match self.leader_from_others().await {
+                Some(leader) => leader,
+                None => return Ok(None),
+            },
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
@@ -390,6 +547,56 @@ impl Store {
             Err(e @ TransportError::NoAnswer { .. }) => Err(StoreError::Unknown(e.to_string())),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Whether this member is outside its own view of the membership (removed, or not yet
+    /// added): no leader sends it anything then, so it must ask the others who leads.
+    fn is_outside(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.inner.id)
+            .is_none()
+    }
+
+    /// The leader the other known members (the last membership this one saw, and `--peers`)
+    /// name, for a member that knows none itself: one outside the membership hears from no
+    /// leader, and one that has just restarted has not heard from it yet. The answer, even
+    /// "none", is kept for [`LEADER_HINT_TTL`] so that retries do not flood the members.
+    async fn leader_from_others(&self) -> Option<Member> {
+        let hint = self.inner.leader_hint.lock().ok().and_then(|h| h.clone());
+        if let Some((leader, at)) = hint {
+            if at.elapsed() < LEADER_HINT_TTL {
+                return leader;
+            }
+        }
+        let leader = self.ask_others_for_leader().await;
+        if let Ok(mut hint) = self.inner.leader_hint.lock() {
+            *hint = Some((leader.clone(), Instant::now()));
+        }
+        leader
+    }
+
+    async fn ask_others_for_leader(&self) -> Option<Member> {
+        for addr in self.other_addrs() {
+            let Some(status) = self.status_of(&addr).await else {
+                continue;
+            };
+            let Some(name) = status.leader else { continue };
+            let Some(leader) = status.members.iter().find(|m| m.name == name) else {
+                continue;
+            };
+            if leader.name == self.inner.config.name {
+                continue;
+            }
+            return Some(Member {
+                name: leader.name.clone(),
+                addr: leader.addr.clone(),
+            });
+        }
+        None
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -565,7 +772,7 @@ impl Store {
     /// round, no disk).
     pub fn leader(&self) -> Option<String> {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        let id = metrics.current_leader?;
+        let id = self.known_leader(&metrics)?;
         metrics
             .membership_config
             .membership()
@@ -603,26 +810,63 @@ impl Store {
         hops: u8,
     ) -> Result<(), StoreError> {
         self.check_open()?;
+        let deadline = Instant::now() + self.inner.config.membership_timeout;
+        let result = loop {
+            match self.change_membership_here(&change, deadline).await? {
+                // Another change (possibly one cut off by a leader change, which the next
+                // leader completes) is under way: wait for it, within the bound.
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => break result,
+            }
+        };
+        self.membership_outcome(result, change, hops).await
+    }
+
+    /// One attempt at `change` on this member: the leader's answer, or openraft's reason to
+    /// send it elsewhere.
+    async fn change_membership_here(
+        &self,
+        change: &MembershipChange,
+        deadline: Instant,
+    ) -> Result<Result<(), RaftError<MemberId, ClientWriteError<MemberId, Member>>>, StoreError>
+    {
         let raft = &self.inner.raft;
-        let result = match &change {
+        Ok(match change {
+            MembershipChange::Add(member) if self.is_voter(member) => Ok(()),
             MembershipChange::Add(member) => {
                 let id = member_id(&member.name);
-                match raft.add_learner(id, member.clone(), true).await {
-                    Ok(_) => raft
-                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                        .await
-                        .map(|_| ()),
+                // Not blocking: openraft's blocking wait has no end if the learner is down.
+                match raft.add_learner(id, member.clone(), false).await {
+                    Ok(_) => {
+                        self.wait_caught_up(member, deadline).await?;
+                        self.commit_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                            .await?
+                    }
                     Err(e) => Err(e),
                 }
             }
-            MembershipChange::Remove(name) => raft
-                .change_membership(
-                    ChangeMembers::RemoveVoters(BTreeSet::from([member_id(name)])),
-                    false,
-                )
-                .await
-                .map(|_| ()),
-        };
+            MembershipChange::Remove(name) if self.member_by_id(member_id(name)).is_none() => {
+                Ok(())
+            }
+            MembershipChange::Remove(name) => {
+                self.commit_membership(ChangeMembers::RemoveVoters(BTreeSet::from([member_id(
+                    name,
+                )])))
+                .await?
+            }
+        })
+    }
+
+    async fn membership_outcome(
+        &self,
+        result: Result<(), RaftError<MemberId, ClientWriteError<MemberId, Member>>>,
+        change: MembershipChange,
+        hops: u8,
+    ) -> Result<(), StoreError> {
         match result {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))
@@ -659,6 +903,80 @@ impl Store {
         }
     }
 
+    /// Whether `member` is already a voter at the same address (adding it again is a no-op).
+    fn is_voter(&self, member: &Member) -> bool {
+        let id = member_id(&member.name);
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.get_joint_config().len() == 1
+            && membership.voter_ids().any(|v| v == id)
+            && membership
+                .get_node(&id)
+                .is_some_and(|n| n.addr == member.addr)
+    }
+
+    /// Waits until this leader has replicated its log to the learner `member` (within
+    /// openraft's replication lag threshold), until `deadline`.
+    async fn wait_caught_up(&self, member: &Member, deadline: Instant) -> Result<(), StoreError> {
+        let id = member_id(&member.name);
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let (matched, last, leading) = {
+                let m = metrics.borrow_and_update();
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|log_id| log_id.index);
+                (matched, m.last_log_index, m.replication.is_some())
+            };
+            if !leading {
+                return Err(StoreError::NoLeader(format!(
+                    "this member lost the leadership while {} caught up; try again",
+                    member.name
+                )));
+            }
+            if let (Some(matched), Some(last)) = (matched, last) {
+                if last.saturating_sub(matched) <= CATCH_UP_LAG_MAX {
+                    return Ok(());
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} at {} has not caught up as a learner in {:?} (it has entry {} of {}): is \
+                     it running and reachable? It stays a learner; adding it again resumes",
+                    member.name,
+                    member.addr,
+                    self.inner.config.membership_timeout,
+                    matched.map_or_else(|| "none".to_string(), |m| m.to_string()),
+                    last.unwrap_or(0),
+                )));
+            }
+            let _ =
+                tokio::time::timeout(remaining.min(Duration::from_millis(500)), metrics.changed())
+                    .await;
+        }
+    }
+
+    /// Proposes a membership change (openraft commits a joint configuration, then the new
+    /// one), bounded by the membership timeout.
+    async fn commit_membership(
+        &self,
+        change: ChangeMembers<MemberId, Member>,
+    ) -> Result<Result<(), RaftError<MemberId, ClientWriteError<MemberId, Member>>>, StoreError>
+    {
+        let timeout = self.inner.config.membership_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.change_membership(change, false)).await
+        {
+            Ok(result) => Ok(result.map(|_| ())),
+            Err(_) => Err(StoreError::Unknown(format!(
+                "the membership change did not commit in {timeout:?}; it may still complete"
+            ))),
+        }
+    }
+
     /// This member's view of itself and the cluster.
     pub async fn status(&self) -> StoreStatus {
         let metrics = self.inner.raft.metrics().borrow().clone();
@@ -672,12 +990,14 @@ impl Store {
                 voter: voters.contains(id),
             })
             .collect();
-        let leader = metrics
-            .current_leader
+        let leader = self
+            .known_leader(&metrics)
             .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
         StoreStatus {
             name: self.inner.config.name.clone(),
             leader,
+            role: format!("{:?}", metrics.state).to_lowercase(),
+            joint: membership.get_joint_config().len() > 1,
             term: metrics.current_term,
             members,
             initialized: self.inner.raft.is_initialized().await.unwrap_or(false),
@@ -695,7 +1015,7 @@ impl Store {
         let mut metrics = self.inner.raft.metrics();
         let wait = async {
             loop {
-                if let Some(id) = metrics.borrow().current_leader {
+                if let Some(id) = self.known_leader(&metrics.borrow()) {
                     return Ok(id);
                 }
                 if metrics.changed().await.is_err() {

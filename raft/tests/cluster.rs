@@ -392,3 +392,81 @@ async fn members_are_added_and_removed_while_serving_writes() {
     assert!(!acked.is_empty());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_restarted_outside_the_membership_forwards_and_is_added_back() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(cluster.client(), 2, stop.clone());
+    let client = cluster.client();
+
+    // Two cycles while writes run: first a follower, then the leader.
+    for cycle in 0..2 {
+        let leader = cluster.leader(LEADER_TIMEOUT).await;
+        let victim = if cycle == 0 { (leader + 1) % 3 } else { leader };
+        let name = cluster.configs[victim].name.clone();
+        client.remove_member(&name).await.expect("remove");
+        client
+            .remove_member(&name)
+            .await
+            .expect("removing a member that is not there is a no-op");
+
+        // Restarted outside the membership, it opens and still serves: a write through it is
+        // forwarded to the leader the other members name.
+        cluster.stop(victim).await;
+        cluster.start_member(victim).await;
+        let direct = cluster.direct_client(victim);
+        let deadline = Instant::now() + LEADER_TIMEOUT;
+        let revision = loop {
+            match put(
+                &direct,
+                &format!("/x/{cycle}"),
+                "through the removed member",
+            )
+            .await
+            {
+                Ok(revision) => break revision,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the removed m{victim} cannot write: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+
+        client
+            .add_member(cluster.member(victim))
+            .await
+            .expect("add back");
+        client
+            .add_member(cluster.member(victim))
+            .await
+            .expect("adding a voter again is a no-op");
+        cluster.wait_revision(revision, CATCH_UP).await;
+        let status = cluster.store(victim).status().await;
+        assert!(
+            status.members.iter().any(|m| m.name == name && m.voter),
+            "{name} is a voter again: {status:?}"
+        );
+        assert_eq!(status.members.len(), 3, "{status:?}");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = collect_acked(writers).await;
+    assert!(!acked.is_empty());
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let revision = cluster.store(leader).keyspace().revision();
+    cluster.wait_revision(revision, CATCH_UP).await;
+    for i in 0..3 {
+        let dump = local_dump(&cluster, i, "/w/");
+        let missing = acked
+            .iter()
+            .filter(|k| !dump.contains_key(k.as_bytes()))
+            .count();
+        assert_eq!(missing, 0, "m{i} has every acknowledged write");
+    }
+    cluster.shutdown().await;
+}

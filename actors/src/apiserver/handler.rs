@@ -190,6 +190,13 @@ fn version() -> Value {
 
 async fn readyz(state: &ApiState) -> Response {
     let status = state.storage.store().status().await;
+    if !status.members.iter().any(|m| m.name == status.name) {
+        return text_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this master is not a member of the store (removed, or not added yet); it forwards \
+             what it can: add it with `keelson store member add NAME=ADDR`",
+        );
+    }
     match status.leader {
         Some(_) if status.applied_index + READY_LAG_ENTRIES_MAX >= status.last_log_index => {
             text_reply(StatusCode::OK, "ok")

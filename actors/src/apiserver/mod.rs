@@ -56,8 +56,8 @@ pub(crate) fn decode_stored(kv: &keelson_raft::KeyValue) -> Result<serde_json::V
 const CONNECTIONS_MAX: usize = 4096;
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long start-up waits for the store to have a leader on first start.
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a master waiting for a store leader at start says so.
+const LEADER_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Store keys of cluster-wide API secrets, outside the object registry.
 const CA_KEY: &str = "/keelson/pki/ca";
@@ -172,12 +172,33 @@ pub struct ApiServer {
 /// Reads the cluster-wide CA and admin token from the store, creating them if this is the
 /// first master to ask.
 async fn cluster_secrets(storage: &Storage) -> Result<(ClusterCa, String), ApiServerError> {
-    storage.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
+    // Both are written once and never change, so a master that has been a member holds the
+    // real ones and starts without a leader (restarted while the others are down, or after
+    // being removed from the membership): it serves what it can until it is back.
+    let local = (
+        storage.get_local_raw(CA_KEY).await?,
+        storage.get_local_raw(ADMIN_TOKEN_KEY).await?,
+    );
+    if let (Some(ca), Some(token)) = local {
+        return Ok((decode_ca(&ca)?, decode_token(token)?));
+    }
+    loop {
+        match storage
+            .store()
+            .wait_for_leader(LEADER_WAIT_LOG_INTERVAL)
+            .await
+        {
+            Ok(_) => break,
+            Err(keelson_raft::StoreError::NoLeader(_)) => tracing::warn!(
+                "still waiting for a store leader to create or read the cluster CA: is this \
+                 master in --peers, or added with `keelson store member add NAME=ADDR`?"
+            ),
+            Err(e) => return Err(ApiServerError::Store(e.to_string())),
+        }
+    }
     let fresh = ClusterCa::generate()?;
     let encoded = serde_json::to_vec(&fresh).map_err(|e| ApiServerError::Store(e.to_string()))?;
-    let stored = storage.put_if_absent_raw(CA_KEY, encoded).await?;
-    let ca: ClusterCa = serde_json::from_slice(&stored)
-        .map_err(|e| ApiServerError::Store(format!("the stored cluster CA is corrupt: {e}")))?;
+    let ca = decode_ca(&storage.put_if_absent_raw(CA_KEY, encoded).await?)?;
     let token = {
         use rand::RngCore;
         let mut bytes = [0u8; 32];
@@ -187,9 +208,17 @@ async fn cluster_secrets(storage: &Storage) -> Result<(ClusterCa, String), ApiSe
     let stored = storage
         .put_if_absent_raw(ADMIN_TOKEN_KEY, token.into_bytes())
         .await?;
-    let token = String::from_utf8(stored)
-        .map_err(|_| ApiServerError::Store("the stored admin token is not UTF-8".to_string()))?;
-    Ok((ca, token))
+    Ok((ca, decode_token(stored)?))
+}
+
+fn decode_ca(stored: &[u8]) -> Result<ClusterCa, ApiServerError> {
+    serde_json::from_slice(stored)
+        .map_err(|e| ApiServerError::Store(format!("the stored cluster CA is corrupt: {e}")))
+}
+
+fn decode_token(stored: Vec<u8>) -> Result<String, ApiServerError> {
+    String::from_utf8(stored)
+        .map_err(|_| ApiServerError::Store("the stored admin token is not UTF-8".to_string()))
 }
 
 fn tls_acceptor(serving: &ServingCert) -> Result<TlsAcceptor, ApiServerError> {

@@ -7,8 +7,6 @@
 //! object's resourceVersion is the store revision that last changed its key, set on the way
 //! out.
 
-use std::time::Duration;
-
 use keelson_api::resources::Resource;
 use keelson_api::status::StatusError;
 use keelson_raft::{
@@ -163,6 +161,15 @@ impl Storage {
         request.consistency = consistency;
         let response = self.store.range(request).await.map_err(store_status)?;
         response.kvs.first().map(decode).transpose()
+    }
+
+    /// The value of `key` in this member's own copy of the store (no leader needed; possibly
+    /// behind), for values written once and never changed.
+    pub(crate) async fn get_local_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StatusError> {
+        let mut request = RangeRequest::new(KeyRange::key(key.as_bytes()));
+        request.consistency = Consistency::Serializable;
+        let response = self.store.range(request).await.map_err(store_status)?;
+        Ok(response.kvs.into_iter().next().map(|kv| kv.value))
     }
 
     /// Reads up to `limit` keys of `prefix` starting at `start` (inclusive), at `revision`
@@ -365,14 +372,5 @@ impl Storage {
                 "{key} was neither absent nor present"
             ))),
         }
-    }
-
-    /// Waits until the store has a leader, up to `timeout`.
-    pub(crate) async fn wait_for_leader(&self, timeout: Duration) -> Result<(), StatusError> {
-        self.store
-            .wait_for_leader(timeout)
-            .await
-            .map(|_| ())
-            .map_err(store_status)
     }
 }
