@@ -14,7 +14,8 @@ use crate::resource_args::ResourceArgs;
 /// Flags every command takes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct GlobalArgs {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+    /// Path to the kubeconfig file, read alone (default: the files of $KUBECONFIG, merged,
+    /// then ~/.kube/config)
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current-context)
