@@ -1,7 +1,11 @@
-//! Kubeconfig files: which file to read, parsing it, and the connection settings of one context.
+//! Kubeconfig files: which files to read, merging them, and the connection settings of one
+//! context.
 //!
 //! The format is kubectl's (`clusters`, `contexts`, `users`, `current-context`); relative file
-//! paths inside it are relative to the kubeconfig's directory, as kubectl resolves them.
+//! paths inside it are relative to the directory of the file that defines the entry, as kubectl
+//! resolves them. `$KUBECONFIG` may list several files, merged kubectl's way: for each named
+//! entry the first file that defines the name wins, and `current-context` comes from the first
+//! file that sets it; files of the list that do not exist are skipped.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -63,7 +67,11 @@ pub(crate) enum KubeconfigError {
     HalfIdentity(String),
 }
 
-/// A parsed kubeconfig file. Unknown fields (preferences, extensions) are ignored.
+/// The most files a `$KUBECONFIG` list may name.
+pub(crate) const KUBECONFIG_FILES_MAX: usize = 64;
+
+/// A parsed kubeconfig file, or several merged. Unknown fields (preferences, extensions) are
+/// ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) struct Kubeconfig {
@@ -75,6 +83,21 @@ pub(crate) struct Kubeconfig {
     users: Option<Vec<NamedUser>>,
     #[serde(default)]
     current_context: Option<String>,
+    /// The file that set `current-context` (empty when parsed from bytes).
+    #[serde(skip)]
+    current_context_source: PathBuf,
+    /// The files read, in order.
+    #[serde(skip)]
+    files: Vec<PathBuf>,
+}
+
+/// One context as `kctl config get-contexts` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContextSummary {
+    pub(crate) name: String,
+    pub(crate) cluster: String,
+    pub(crate) user: String,
+    pub(crate) namespace: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +105,9 @@ struct NamedCluster {
     name: String,
     #[serde(default)]
     cluster: Cluster,
+    /// The file that defined it: relative paths are resolved against its directory.
+    #[serde(skip)]
+    source: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +128,9 @@ struct NamedContext {
     name: String,
     #[serde(default)]
     context: Context,
+    /// The file that defined it (where `set-context` writes).
+    #[serde(skip)]
+    source: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +148,9 @@ struct NamedUser {
     name: String,
     #[serde(default)]
     user: User,
+    /// The file that defined it: relative paths are resolved against its directory.
+    #[serde(skip)]
+    source: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,26 +192,37 @@ pub(crate) struct ConnectionConfig {
     pub(crate) namespace: Option<String>,
 }
 
-/// Picks the kubeconfig file: `--kubeconfig`, then the first entry of `$KUBECONFIG` (a colon
-/// list), then `~/.kube/config`. `None` only when none is given and HOME is unset.
-pub(crate) fn kubeconfig_path(
+/// The kubeconfig files to read, first one first: `--kubeconfig` alone, else every entry of
+/// `$KUBECONFIG` (a colon list; empty entries and repeats dropped, at most
+/// `KUBECONFIG_FILES_MAX`), else `~/.kube/config`. Empty only when none is given and HOME is
+/// unset.
+pub(crate) fn kubeconfig_paths(
     flag: Option<&Path>,
     env_kubeconfig: Option<&OsStr>,
     home: Option<&Path>,
-) -> Option<PathBuf> {
+) -> Vec<PathBuf> {
     if let Some(path) = flag {
-        return Some(path.to_path_buf());
+        return vec![path.to_path_buf()];
     }
+    let mut paths: Vec<PathBuf> = Vec::new();
     if let Some(list) = env_kubeconfig {
-        if let Some(first) = std::env::split_paths(list).find(|p| !p.as_os_str().is_empty()) {
-            return Some(first);
+        for path in std::env::split_paths(list) {
+            if !path.as_os_str().is_empty()
+                && !paths.contains(&path)
+                && paths.len() < KUBECONFIG_FILES_MAX
+            {
+                paths.push(path);
+            }
         }
     }
-    home.map(|h| h.join(".kube").join("config"))
+    if paths.is_empty() {
+        paths.extend(home.map(|h| h.join(".kube").join("config")));
+    }
+    paths
 }
 
 /// Reads a whole small file, refusing anything larger than `CONFIG_FILE_BYTES_MAX`.
-fn read_small_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
+pub(crate) fn read_small_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|source| KubeconfigError::Read {
         path: path.to_path_buf(),
@@ -201,7 +244,7 @@ fn read_small_file(path: &Path) -> Result<Vec<u8>, KubeconfigError> {
 }
 
 impl Kubeconfig {
-    /// Reads and parses the kubeconfig at `path`.
+    /// Reads and parses the kubeconfig at `path`, each entry remembering it as its source.
     pub(crate) fn load(path: &Path) -> Result<Self, KubeconfigError> {
         let bytes = read_small_file(path).map_err(|err| match err {
             KubeconfigError::Read { path, source }
@@ -211,10 +254,117 @@ impl Kubeconfig {
             }
             other => other,
         })?;
-        Self::parse(&bytes).map_err(|source| KubeconfigError::Parse {
+        let mut config = Self::parse(&bytes).map_err(|source| KubeconfigError::Parse {
             path: path.to_path_buf(),
             source,
+        })?;
+        config.set_source(path);
+        Ok(config)
+    }
+
+    /// Reads and merges `paths` in order, skipping the files that do not exist; `NotFound`
+    /// (naming the first path) when none does.
+    pub(crate) fn load_merged(paths: &[PathBuf]) -> Result<Self, KubeconfigError> {
+        let mut merged: Option<Kubeconfig> = None;
+        for path in paths.iter().take(KUBECONFIG_FILES_MAX) {
+            let next = match Self::load(path) {
+                Ok(next) => next,
+                Err(KubeconfigError::NotFound { .. }) => continue,
+                Err(err) => return Err(err),
+            };
+            match &mut merged {
+                None => merged = Some(next),
+                Some(merged) => merged.merge(next),
+            }
+        }
+        merged.ok_or_else(|| KubeconfigError::NotFound {
+            path: paths.first().cloned().unwrap_or_default(),
         })
+    }
+
+    fn set_source(&mut self, path: &Path) {
+        for cluster in self.clusters.iter_mut().flatten() {
+            cluster.source = path.to_path_buf();
+        }
+        for context in self.contexts.iter_mut().flatten() {
+            context.source = path.to_path_buf();
+        }
+        for user in self.users.iter_mut().flatten() {
+            user.source = path.to_path_buf();
+        }
+        if self
+            .current_context
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            self.current_context_source = path.to_path_buf();
+        }
+        self.files = vec![path.to_path_buf()];
+    }
+
+    /// Merges a later file in, kubectl's way: a name already defined keeps its first
+    /// definition; `current-context` is taken only if still unset.
+    pub(crate) fn merge(&mut self, later: Kubeconfig) {
+        fn merge_named<T>(into: &mut Option<Vec<T>>, from: Option<Vec<T>>, name: fn(&T) -> &str) {
+            for entry in from.into_iter().flatten() {
+                let list = into.get_or_insert_with(Vec::new);
+                if !list.iter().any(|e| name(e) == name(&entry)) {
+                    list.push(entry);
+                }
+            }
+        }
+        merge_named(&mut self.clusters, later.clusters, |c| &c.name);
+        merge_named(&mut self.contexts, later.contexts, |c| &c.name);
+        merge_named(&mut self.users, later.users, |u| &u.name);
+        if self.current_context.as_deref().unwrap_or("").is_empty()
+            && later
+                .current_context
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
+        {
+            self.current_context = later.current_context;
+            self.current_context_source = later.current_context_source;
+        }
+        self.files.extend(later.files);
+    }
+
+    /// The current context's name, if set.
+    pub(crate) fn current_context(&self) -> Option<&str> {
+        self.current_context.as_deref().filter(|c| !c.is_empty())
+    }
+
+    /// The file that set `current-context`, if a file did.
+    pub(crate) fn current_context_source(&self) -> Option<&Path> {
+        Some(self.current_context_source.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The files that were read, in order.
+    pub(crate) fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Every context, in file order.
+    pub(crate) fn contexts(&self) -> Vec<ContextSummary> {
+        self.contexts
+            .iter()
+            .flatten()
+            .map(|c| ContextSummary {
+                name: c.name.clone(),
+                cluster: c.context.cluster.clone(),
+                user: c.context.user.clone().unwrap_or_default(),
+                namespace: c.context.namespace.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The file that defined context `name`.
+    pub(crate) fn context_source(&self, name: &str) -> Option<&Path> {
+        self.contexts
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .map(|c| c.source.as_path())
+            .filter(|p| !p.as_os_str().is_empty())
     }
 
     /// Parses kubeconfig YAML (or JSON).
@@ -226,11 +376,10 @@ impl Kubeconfig {
     }
 
     /// The connection settings of `context` (or the current context). Relative paths are
-    /// resolved against `base_dir`, the kubeconfig's directory.
+    /// resolved against the directory of the file that defined the cluster or user.
     pub(crate) fn connection(
         &self,
         context: Option<&str>,
-        base_dir: &Path,
     ) -> Result<ConnectionConfig, KubeconfigError> {
         let context_name = match context {
             Some(name) => name.to_string(),
@@ -246,12 +395,12 @@ impl Kubeconfig {
             .find(|c| c.name == context_name)
             .map(|c| &c.context)
             .ok_or_else(|| KubeconfigError::ContextNotFound(context_name.clone()))?;
-        let cluster = self
+        let (cluster, base_dir) = self
             .clusters
             .iter()
             .flatten()
             .find(|c| c.name == context.cluster)
-            .map(|c| &c.cluster)
+            .map(|c| (&c.cluster, base_dir_of(&c.source)))
             .ok_or_else(|| KubeconfigError::ClusterNotFound(context.cluster.clone()))?;
         let server = match cluster.server.as_deref() {
             Some(s) if !s.is_empty() => s.trim_end_matches('/').to_string(),
@@ -280,12 +429,12 @@ impl Kubeconfig {
         if user_name.is_empty() {
             return Ok(config);
         }
-        let user = self
+        let (user, base_dir) = self
             .users
             .iter()
             .flatten()
             .find(|u| u.name == user_name)
-            .map(|u| &u.user)
+            .map(|u| (&u.user, base_dir_of(&u.source)))
             .ok_or_else(|| KubeconfigError::UserNotFound(user_name.to_string()))?;
         config.token = match (&user.token, &user.token_file) {
             (Some(token), _) if !token.is_empty() => Some(token.trim().to_string()),
@@ -328,6 +477,11 @@ impl Kubeconfig {
         }
         Ok(config)
     }
+}
+
+/// The directory relative paths of an entry from `source` are resolved against.
+fn base_dir_of(source: &Path) -> &Path {
+    source.parent().unwrap_or(Path::new(""))
 }
 
 fn pem_field(
@@ -427,37 +581,98 @@ users:
         let home = Path::new("/home/u");
         let flag = Path::new("/etc/kc");
         let env = OsStr::new("/a/one:/a/two");
-        // Phase 1: the flag wins over everything.
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        // Phase 1: the flag wins over everything, alone.
         assert_eq!(
-            kubeconfig_path(Some(flag), Some(env), Some(home)),
-            Some(PathBuf::from("/etc/kc"))
+            kubeconfig_paths(Some(flag), Some(env), Some(home)),
+            paths(&["/etc/kc"])
         );
-        // Phase 2: then the first file of $KUBECONFIG.
+        // Phase 2: then every file of $KUBECONFIG, in order.
         assert_eq!(
-            kubeconfig_path(None, Some(env), Some(home)),
-            Some(PathBuf::from("/a/one"))
+            kubeconfig_paths(None, Some(env), Some(home)),
+            paths(&["/a/one", "/a/two"])
         );
-        // Empty entries are skipped; an empty variable falls through to HOME.
+        // Empty entries and repeats are dropped; an empty variable falls through to HOME.
         assert_eq!(
-            kubeconfig_path(None, Some(OsStr::new(":/a/two")), Some(home)),
-            Some(PathBuf::from("/a/two"))
+            kubeconfig_paths(None, Some(OsStr::new(":/a/two::/a/two")), Some(home)),
+            paths(&["/a/two"])
         );
         assert_eq!(
-            kubeconfig_path(None, Some(OsStr::new("")), Some(home)),
-            Some(PathBuf::from("/home/u/.kube/config"))
+            kubeconfig_paths(None, Some(OsStr::new("")), Some(home)),
+            paths(&["/home/u/.kube/config"])
         );
         // Phase 3: ~/.kube/config, and nothing without HOME.
         assert_eq!(
-            kubeconfig_path(None, None, Some(home)),
-            Some(PathBuf::from("/home/u/.kube/config"))
+            kubeconfig_paths(None, None, Some(home)),
+            paths(&["/home/u/.kube/config"])
         );
-        assert_eq!(kubeconfig_path(None, None, None), None);
+        assert!(kubeconfig_paths(None, None, None).is_empty());
+    }
+
+    #[test]
+    fn merge_first_definition_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first");
+        let second_dir = dir.path().join("second");
+        std::fs::create_dir(&second_dir).unwrap();
+        let second = second_dir.join("config");
+        // The first file sets no current-context and shares the name "shared" with the second.
+        std::fs::write(
+            &first,
+            "clusters:\n- name: shared\n  cluster: {server: 'https://first:1'}\n\
+             contexts:\n- name: shared\n  context: {cluster: shared, namespace: one}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &second,
+            "clusters:\n- name: shared\n  cluster: {server: 'https://second:1'}\n\
+             - name: other\n  cluster: {server: 'https://other:1'}\n\
+             contexts:\n- name: shared\n  context: {cluster: other}\n\
+             - name: two\n  context: {cluster: other, user: u}\n\
+             users:\n- name: u\n  user: {tokenFile: token}\n\
+             current-context: two\n",
+        )
+        .unwrap();
+        std::fs::write(second_dir.join("token"), "second-token\n").unwrap();
+        let missing = dir.path().join("missing");
+        let config = Kubeconfig::load_merged(&[first.clone(), missing, second.clone()]).unwrap();
+        // Phase 1: the missing file is skipped; both others were read.
+        assert_eq!(config.files(), &[first.clone(), second.clone()]);
+        // Phase 2: "shared" is the first file's; "two" and the current context the second's.
+        let names: Vec<String> = config.contexts().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["shared", "two"]);
+        assert_eq!(config.current_context(), Some("two"));
+        assert_eq!(config.current_context_source(), Some(second.as_path()));
+        assert_eq!(config.context_source("shared"), Some(first.as_path()));
+        let shared = config.connection(Some("shared")).unwrap();
+        assert_eq!(shared.server, "https://first:1");
+        assert_eq!(shared.namespace.as_deref(), Some("one"));
+        // Phase 3: the second file's relative token path resolves against its own folder.
+        let two = config.connection(None).unwrap();
+        assert_eq!(two.server, "https://other:1");
+        assert_eq!(two.token.as_deref(), Some("second-token"));
+        assert_eq!(two.namespace, None);
+        // Phase 4: nothing to read is NotFound, naming the first path.
+        let none = Kubeconfig::load_merged(&[dir.path().join("a"), dir.path().join("b")]);
+        assert!(
+            matches!(none, Err(KubeconfigError::NotFound { path }) if path == dir.path().join("a"))
+        );
+    }
+
+    #[test]
+    fn merge_keeps_the_first_current_context() {
+        let mut first = Kubeconfig::parse(b"current-context: a\n").unwrap();
+        first.merge(Kubeconfig::parse(b"current-context: b\n").unwrap());
+        assert_eq!(first.current_context(), Some("a"));
+        let mut unset = Kubeconfig::parse(b"current-context: ''\n").unwrap();
+        unset.merge(Kubeconfig::parse(b"current-context: b\n").unwrap());
+        assert_eq!(unset.current_context(), Some("b"));
     }
 
     #[test]
     fn current_context_with_ca_data_and_token() {
         let config = Kubeconfig::parse(admin_kubeconfig().as_bytes()).unwrap();
-        let conn = config.connection(None, Path::new("/nowhere")).unwrap();
+        let conn = config.connection(None).unwrap();
         assert_eq!(
             conn,
             ConnectionConfig {
@@ -479,7 +694,7 @@ users:
         let path = dir.path().join("config");
         std::fs::write(&path, admin_kubeconfig()).unwrap();
         let config = Kubeconfig::load(&path).unwrap();
-        let conn = config.connection(Some("other"), dir.path()).unwrap();
+        let conn = config.connection(Some("other")).unwrap();
         assert_eq!(conn.server, "https://10.0.0.9:6443");
         assert!(conn.insecure_skip_tls_verify);
         assert_eq!(conn.ca_pem, None);
@@ -497,7 +712,7 @@ users:
         );
         let conn = Kubeconfig::parse(yaml.as_bytes())
             .unwrap()
-            .connection(None, Path::new("/"))
+            .connection(None)
             .unwrap();
         assert_eq!(
             conn.client_identity_pem.as_deref(),
@@ -508,14 +723,14 @@ users:
     #[test]
     fn errors() {
         let config = Kubeconfig::parse(admin_kubeconfig().as_bytes()).unwrap();
-        let err = config.connection(Some("nope"), Path::new("/")).unwrap_err();
+        let err = config.connection(Some("nope")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "context was not found for specified context: nope"
         );
         let empty = Kubeconfig::parse(b"").unwrap();
         assert!(matches!(
-            empty.connection(None, Path::new("/")),
+            empty.connection(None),
             Err(KubeconfigError::NoCurrentContext)
         ));
         let missing = Kubeconfig::load(Path::new("/definitely/not/here")).unwrap_err();
@@ -523,7 +738,7 @@ users:
         let bad_ca = "clusters:\n- name: c\n  cluster:\n    server: https://h\n    certificate-authority-data: '%%%'\ncontexts:\n- name: x\n  context: {cluster: c}\ncurrent-context: x\n";
         let err = Kubeconfig::parse(bad_ca.as_bytes())
             .unwrap()
-            .connection(None, Path::new("/"))
+            .connection(None)
             .unwrap_err();
         assert!(err
             .to_string()

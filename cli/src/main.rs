@@ -6,6 +6,7 @@
 mod client;
 mod cmd_apply;
 mod cmd_cluster;
+mod cmd_config;
 mod cmd_delete;
 mod cmd_describe;
 mod cmd_edit;
@@ -15,10 +16,12 @@ mod cmd_label;
 mod cmd_logs;
 mod cmd_rollout;
 mod cmd_scale;
+mod cmd_wait;
 mod describe;
 mod discovery;
 mod duration;
 mod kubeconfig;
+mod kubeconfig_edit;
 mod list;
 mod manifest;
 mod printer;
@@ -80,14 +83,38 @@ enum Command {
     ApiResources(cmd_info::ApiResourcesArgs),
     /// Print the client and server versions
     Version(cmd_info::VersionArgs),
+    /// Wait for a condition on one or many resources (or for their deletion)
+    Wait(cmd_wait::WaitArgs),
     /// Keelson cluster commands
     #[command(subcommand)]
     Cluster(cmd_cluster::ClusterCommand),
+    /// Show and change kubeconfig contexts
+    #[command(subcommand)]
+    Config(cmd_config::ConfigCommand),
+    /// Print a shell completion script (e.g. `source <(kctl completion bash)`)
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script of `kctl` for `shell`.
+fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "kctl", &mut script);
+    script
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Version(args) = cli.command {
-        return cmd_info::version(&cli.global, args).await;
+    match cli.command {
+        Command::Version(args) => return cmd_info::version(&cli.global, args).await,
+        Command::Config(command) => return cmd_config::run(&cli.global, command),
+        Command::Completion { shell } => {
+            use std::io::Write as _;
+            return Ok(std::io::stdout().write_all(&completion_script(shell))?);
+        }
+        _ => {}
     }
     let mut session = Session::connect(&cli.global)?;
     match cli.command {
@@ -103,7 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(args) => cmd_edit::run(&mut session, args).await,
         Command::ApiResources(args) => cmd_info::api_resources(&mut session, args).await,
         Command::Cluster(command) => cmd_cluster::run(&mut session, command).await,
-        Command::Version(_) => Ok(()),
+        Command::Wait(args) => cmd_wait::run(&mut session, args).await,
+        Command::Version(_) | Command::Config(_) | Command::Completion { .. } => Ok(()),
     }
 }
 
@@ -208,8 +236,38 @@ mod tests {
         assert!(matches!(cli.command, Command::Label(_)));
         let cli = Cli::parse_from(["kctl", "cluster", "status", "--kubeconfig", "/tmp/k"]);
         assert!(matches!(cli.command, Command::Cluster(_)));
+        let cli = Cli::parse_from([
+            "kctl",
+            "wait",
+            "--for=condition=Ready",
+            "pod/x",
+            "--timeout=5s",
+        ]);
+        assert!(matches!(cli.command, Command::Wait(_)));
+        let cli = Cli::parse_from([
+            "kctl",
+            "--context",
+            "prod",
+            "config",
+            "set-context",
+            "--current",
+            "--namespace=team",
+        ]);
+        assert_eq!(cli.global.context.as_deref(), Some("prod"));
+        assert_eq!(cli.global.namespace.as_deref(), Some("team"));
+        assert!(matches!(cli.command, Command::Config(_)));
         let cli = Cli::parse_from(["kctl", "apply", "-f", "-", "--request-timeout", "5s"]);
         assert_eq!(cli.global.request_timeout.as_deref(), Some("5s"));
+    }
+
+    #[test]
+    fn completion_scripts_name_the_subcommands() {
+        let bash = String::from_utf8(completion_script(clap_complete::Shell::Bash)).unwrap();
+        assert!(bash.contains("complete -F"), "{bash}");
+        assert!(bash.contains("use-context"));
+        let zsh = String::from_utf8(completion_script(clap_complete::Shell::Zsh)).unwrap();
+        assert!(zsh.contains("#compdef kctl"));
+        assert!(zsh.contains("get-contexts"));
     }
 
     #[test]

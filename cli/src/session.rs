@@ -14,7 +14,8 @@ use crate::resource_args::ResourceArgs;
 /// Flags every command takes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct GlobalArgs {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+    /// Path to the kubeconfig file, read alone (default: the files of $KUBECONFIG, merged,
+    /// then ~/.kube/config)
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current-context)
@@ -113,16 +114,23 @@ pub(crate) fn error_message(err: &anyhow::Error) -> String {
     }
 }
 
-/// Loads the connection settings the global flags point at.
-pub(crate) fn connection_config(global: &GlobalArgs) -> anyhow::Result<ConnectionConfig> {
+/// The kubeconfig files the global flags and the environment point at, first one first, and
+/// whether they were asked for explicitly (`--kubeconfig` or `$KUBECONFIG`).
+pub(crate) fn kubeconfig_files(global: &GlobalArgs) -> (Vec<PathBuf>, bool) {
     let env = std::env::var_os("KUBECONFIG");
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let explicit = global.kubeconfig.is_some() || env.as_ref().is_some_and(|e| !e.is_empty());
-    let path = kubeconfig::kubeconfig_path(
+    let paths = kubeconfig::kubeconfig_paths(
         global.kubeconfig.as_deref(),
         env.as_deref(),
         home.as_deref(),
     );
+    (paths, explicit)
+}
+
+/// Loads the connection settings the global flags point at.
+pub(crate) fn connection_config(global: &GlobalArgs) -> anyhow::Result<ConnectionConfig> {
+    let (paths, explicit) = kubeconfig_files(global);
     // Without a kubeconfig file: the pod's service account, or just the --server flag.
     let fallback = |missing: KubeconfigError| -> anyhow::Result<ConnectionConfig> {
         match (kubeconfig::in_cluster(), &global.server) {
@@ -131,16 +139,14 @@ pub(crate) fn connection_config(global: &GlobalArgs) -> anyhow::Result<Connectio
             (None, None) => Err(missing.into()),
         }
     };
-    let mut config = match path {
-        Some(path) => match Kubeconfig::load(&path) {
-            Ok(file) => {
-                let base = path.parent().map(PathBuf::from).unwrap_or_default();
-                file.connection(global.context.as_deref(), &base)?
-            }
+    let mut config = if paths.is_empty() {
+        fallback(KubeconfigError::NoHome)?
+    } else {
+        match Kubeconfig::load_merged(&paths) {
+            Ok(file) => file.connection(global.context.as_deref())?,
             Err(missing @ KubeconfigError::NotFound { .. }) if !explicit => fallback(missing)?,
             Err(err) => return Err(err.into()),
-        },
-        None => fallback(KubeconfigError::NoHome)?,
+        }
     };
     if let Some(server) = &global.server {
         config.server = server.trim_end_matches('/').to_string();
@@ -152,6 +158,15 @@ pub(crate) fn connection_config(global: &GlobalArgs) -> anyhow::Result<Connectio
         config.insecure_skip_tls_verify = true;
     }
     Ok(config)
+}
+
+/// The namespace of a run: `-n` (when not empty), else the context's namespace, else
+/// `default`.
+pub(crate) fn default_namespace(flag: Option<&str>, context: Option<&str>) -> String {
+    flag.filter(|ns| !ns.is_empty())
+        .or(context.filter(|ns| !ns.is_empty()))
+        .unwrap_or("default")
+        .to_string()
 }
 
 /// Parses `--request-timeout`.
@@ -187,12 +202,8 @@ impl Session {
         let connection = connection_config(global)?;
         let timeouts = request_timeouts(global)?;
         let client = Client::new(&connection, timeouts)?;
-        let namespace = global
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .or_else(|| connection.namespace.clone())
-            .unwrap_or_else(|| "default".to_string());
+        let namespace =
+            default_namespace(global.namespace.as_deref(), connection.namespace.as_deref());
         Ok(Session {
             client,
             discovery: Discovery::new(),
@@ -329,6 +340,54 @@ mod tests {
             code: 404,
             details: None,
         }))
+    }
+
+    #[test]
+    fn namespace_defaults() {
+        for (flag, context, expected) in [
+            (Some("team"), Some("ctx"), "team"),
+            (None, Some("ctx"), "ctx"),
+            (Some(""), Some("ctx"), "ctx"),
+            (None, None, "default"),
+            (None, Some(""), "default"),
+        ] {
+            assert_eq!(
+                default_namespace(flag, context),
+                expected,
+                "{flag:?} {context:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_context_flag_picks_the_context_and_its_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "clusters:\n- name: a\n  cluster: {server: 'https://a:1'}\n\
+             - name: b\n  cluster: {server: 'https://b:1'}\n\
+             contexts:\n- name: a\n  context: {cluster: a}\n\
+             - name: b\n  context: {cluster: b, namespace: team-b}\n\
+             current-context: a\n",
+        )
+        .unwrap();
+        let global = |context: Option<&str>| GlobalArgs {
+            kubeconfig: Some(path.clone()),
+            context: context.map(str::to_string),
+            ..GlobalArgs::default()
+        };
+        let current = connection_config(&global(None)).unwrap();
+        assert_eq!(current.server, "https://a:1");
+        assert_eq!(current.namespace, None);
+        let b = connection_config(&global(Some("b"))).unwrap();
+        assert_eq!(b.server, "https://b:1");
+        assert_eq!(default_namespace(None, b.namespace.as_deref()), "team-b");
+        let err = connection_config(&global(Some("nope"))).unwrap_err();
+        assert_eq!(
+            error_message(&err),
+            "error: context was not found for specified context: nope"
+        );
     }
 
     #[test]
