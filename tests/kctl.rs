@@ -1,5 +1,5 @@
 //! `kctl` against a 3-master cluster of real processes: discovery, create/apply/get/describe/
-//! label/scale/edit/delete, watch, logs, cluster status, and errors that carry the server's
+//! label/scale/edit/delete, wait, watch, logs, cluster status, and errors that carry the server's
 //! message with a non-zero exit code.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -190,6 +190,38 @@ async fn kctl_drives_a_cluster() {
         kctl.ok(&["get", "cm", "-n", "shop", "-l", "tier=gold", "-o", "name"])
             .trim(),
         "configmap/settings"
+    );
+
+    // Phase 3b: `kctl wait` on real conditions. With no node in the cluster the scheduler
+    // marks each cart pod `PodScheduled=False`; none becomes Ready, so that wait times out.
+    let waited = kctl.ok(&[
+        "wait",
+        "--for=condition=PodScheduled=false",
+        "pods",
+        "-l",
+        "app=cart",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    assert!(
+        waited.lines().count() >= 1 && waited.lines().all(|l| l.ends_with("condition met")),
+        "{waited}"
+    );
+    let timed_out = kctl.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "pods",
+        "-l",
+        "app=cart",
+        "-n",
+        "shop",
+        "--timeout=2s",
+    ]);
+    let stderr = String::from_utf8_lossy(&timed_out.stderr);
+    assert!(
+        !timed_out.status.success() && stderr.contains("timed out waiting for the condition"),
+        "{stderr}"
     );
 
     // Phase 4: edit through $EDITOR.

@@ -527,8 +527,12 @@ impl Store {
                 .clone()
                 .or_else(|| forward.leader_id.and_then(|id| self.member_by_id(id)))
         };
+        // A voter of a uniform membership learns its leader from Raft within an election;
+        // only a member outside it, or left in a joint configuration it never saw completed
+        // (removed), asks the others.
         let leader = match known {
             Some(leader) => leader,
+            None if self.votes_here() => return Ok(None),
             None => match self.leader_from_others().await {
                 Some(leader) => leader,
                 None => return Ok(None),
@@ -562,8 +566,8 @@ impl Store {
     }
 
     /// The leader the other known members (the last membership this one saw, and `--peers`)
-    /// name, for a member that knows none itself: one outside the membership hears from no
-    /// leader, and one that has just restarted has not heard from it yet. The answer, even
+    /// name, for a member outside the membership (or left in a joint configuration it never
+    /// saw completed), which hears from no leader. The answer, even
     /// "none", is kept for [`LEADER_HINT_TTL`] so that retries do not flood the members.
     async fn leader_from_others(&self) -> Option<Member> {
         let hint = self.inner.leader_hint.lock().ok().and_then(|h| h.clone());
@@ -579,11 +583,15 @@ impl Store {
         leader
     }
 
+    /// Asks every other member at once (a partitioned one must not delay the answer) and
+    /// takes the first that names a leader other than this member.
     async fn ask_others_for_leader(&self) -> Option<Member> {
-        for addr in self.other_addrs() {
-            let Some(status) = self.status_of(&addr).await else {
-                continue;
-            };
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let addrs = self.other_addrs();
+        let mut answers: FuturesUnordered<_> =
+            addrs.iter().map(|addr| self.status_of(addr)).collect();
+        while let Some(answer) = answers.next().await {
+            let Some(status) = answer else { continue };
             let Some(name) = status.leader else { continue };
             let Some(leader) = status.members.iter().find(|m| m.name == name) else {
                 continue;
