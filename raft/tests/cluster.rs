@@ -446,12 +446,20 @@ async fn a_removed_member_restarted_outside_the_membership_forwards_and_is_added
             .await
             .expect("adding a voter again is a no-op");
         cluster.wait_revision(revision, CATCH_UP).await;
-        let status = cluster.store(victim).status().await;
-        assert!(
-            status.members.iter().any(|m| m.name == name && m.voter),
-            "{name} is a voter again: {status:?}"
-        );
-        assert_eq!(status.members.len(), 3, "{status:?}");
+        // The change is committed by the others; the victim sees it once it has caught up.
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
+            let status = cluster.store(victim).status().await;
+            let voter = status.members.iter().any(|m| m.name == name && m.voter);
+            if voter && status.members.len() == 3 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} sees itself as one of 3 voters again: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
