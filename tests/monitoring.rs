@@ -249,9 +249,9 @@ async fn master_and_node_export_the_operators_series() {
         Duration::from_secs(90),
         "the Deployment's pods Running",
         |list| {
-            list["items"]
-                .as_array()
-                .is_some_and(|items| items.iter().filter(|p| phase(p) == "Running").count() == REPLICAS)
+            list["items"].as_array().is_some_and(|items| {
+                items.iter().filter(|p| phase(p) == "Running").count() == REPLICAS
+            })
         },
     )
     .await;
@@ -307,11 +307,25 @@ async fn master_and_node_export_the_operators_series() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    for name in [
+        "keelson_store_revision",
+        "keelson_raft_term",
+        "keelson_raft_leader_changes_seen_total",
+        "keelson_store_commit_duration_seconds_count",
+        "keelson_store_snapshot_size_bytes",
+        "keelson_scheduler_binding_duration_seconds_count",
+    ] {
+        eprintln!("  {name} = {:?}", master.sum(name, &[]));
+    }
     let pods = [("verb", "create"), ("resource", "pods"), ("code", "201")];
     master.at_least("apiserver_request_total", &pods, pods_created as f64);
     master.at_least(
         "apiserver_request_total",
-        &[("verb", "create"), ("resource", "deployments"), ("code", "201")],
+        &[
+            ("verb", "create"),
+            ("resource", "deployments"),
+            ("code", "201"),
+        ],
         1.0,
     );
     master.at_least(
@@ -321,7 +335,11 @@ async fn master_and_node_export_the_operators_series() {
     );
     master.at_least(
         "apiserver_request_total",
-        &[("verb", "get"), ("resource", "deployments"), ("code", "200")],
+        &[
+            ("verb", "get"),
+            ("resource", "deployments"),
+            ("code", "200"),
+        ],
         1.0,
     );
     master.at_least(
@@ -372,6 +390,14 @@ async fn master_and_node_export_the_operators_series() {
 
     eprintln!("phase 6: the node's series");
     let node_scrape = scrape_node(port).await;
+    for name in [
+        "kubelet_pod_start_duration_seconds_count",
+        "kubelet_pod_start_duration_seconds_sum",
+        "keelson_kubelet_container_restarts_total",
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+    ] {
+        eprintln!("  {name} = {:?}", node_scrape.sum(name, &[]));
+    }
     // The crash-looping pod never runs long enough to count as started.
     node_scrape.at_least(
         "kubelet_pod_start_duration_seconds_count",
@@ -394,7 +420,11 @@ async fn master_and_node_export_the_operators_series() {
         node_scrape.at_least("kubelet_runtime_operations_total", &labels, min as f64);
         node_scrape.get("kubelet_runtime_operations_errors_total", &labels);
     }
-    node_scrape.at_least("kubeproxy_sync_proxy_rules_duration_seconds_count", &[], 1.0);
+    node_scrape.at_least(
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        &[],
+        1.0,
+    );
     node_scrape.at_least(
         "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
         &[],

@@ -268,7 +268,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data,
         };
         let bytes = encode(&stored);
-        write_atomically(&self.snapshot_path, &bytes).map_err(|e| snapshot_error(Some(&meta), e))?;
+        write_atomically(&self.snapshot_path, &bytes)
+            .map_err(|e| snapshot_error(Some(&meta), e))?;
         crate::metrics::record_snapshot("build", bytes.len());
         Ok(Snapshot {
             meta,

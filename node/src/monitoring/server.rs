@@ -146,7 +146,10 @@ enum Target {
 /// The answer to a request head.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    Serve { target: Target, head_only: bool },
+    Serve {
+        target: Target,
+        head_only: bool,
+    },
     /// Status code, reason phrase, message.
     Error(u16, &'static str, String),
 }
@@ -201,13 +204,7 @@ fn answer(head: &[u8]) -> Answer {
 }
 
 /// A whole HTTP/1.1 response that closes the connection.
-fn response(
-    code: u16,
-    reason: &str,
-    content_type: &str,
-    body: &str,
-    head_only: bool,
-) -> Vec<u8> {
+fn response(code: u16, reason: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {code} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
          connection: close\r\n\r\n",
@@ -229,7 +226,10 @@ mod tests {
         let serve = |target, head_only| Answer::Serve { target, head_only };
         let cases: &[(&str, Result<Answer, u16>)] = &[
             ("GET /metrics HTTP/1.1", Ok(serve(Target::Metrics, false))),
-            ("GET /metrics?x=1 HTTP/1.0", Ok(serve(Target::Metrics, false))),
+            (
+                "GET /metrics?x=1 HTTP/1.0",
+                Ok(serve(Target::Metrics, false)),
+            ),
             ("HEAD /metrics HTTP/1.1", Ok(serve(Target::Metrics, true))),
             ("GET /healthz HTTP/1.1", Ok(serve(Target::Healthz, false))),
             ("GET / HTTP/1.1", Err(404)),

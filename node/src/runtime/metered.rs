@@ -59,7 +59,10 @@ impl Runtime for MeteredRuntime {
         sandbox: &SandboxInfo,
         config: &ContainerConfig,
     ) -> BoxFuture<'_, Result<ContainerInfo, RuntimeError>> {
-        timed("start_container", self.inner.start_container(sandbox, config))
+        timed(
+            "start_container",
+            self.inner.start_container(sandbox, config),
+        )
     }
 
     fn kill(&self, id: &str, signal: i32) -> BoxFuture<'_, Result<(), RuntimeError>> {

@@ -459,7 +459,10 @@ fn a_pod_has_started_when_the_latest_run_of_every_container_runs() {
         (vec![], false),
         (vec![run("a", 0, running(1))], false),
         (vec![run("a", 0, running(1)), run("b", 0, running(1))], true),
-        (vec![run("a", 0, running(1)), run("b", 0, exited(1, 2))], false),
+        (
+            vec![run("a", 0, running(1)), run("b", 0, exited(1, 2))],
+            false,
+        ),
         // The latest run counts: b restarted and runs again.
         (
             vec![
