@@ -170,6 +170,8 @@ fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    // Before the store opens, so that its first election is counted.
+    let _ = keelson_actors::apiserver::metrics_recorder();
     let peers = parse_peers(&args.peers)?;
     if !peers.is_empty() && !peers.iter().any(|m| m.name == args.name) {
         tracing::info!(

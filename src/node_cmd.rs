@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use keelson_node::dns::{self, ClusterDns, DnsConfig};
 use keelson_node::kubelet::{self, Kubelet, KubeletConfig};
+use keelson_node::monitoring;
 use keelson_node::network::{self, NetworkConfig, PodNetwork};
 use keelson_node::proxy::{Proxy, ProxyConfig, ProxyMode};
 use keelson_node::runtime::{ProcessRuntime, RuncRuntime, ShimCommand};
@@ -109,6 +110,11 @@ pub(crate) struct NodeArgs {
     /// The cluster's DNS domain.
     #[arg(long, env = "KEELSON_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Where to serve `GET /metrics` (Prometheus) and `/healthz` over plain HTTP, as IP:PORT
+    /// (port 0 picks a free one; '' or 'off' serves nothing). Keep it on loopback or a trusted
+    /// network: it has no TLS and no authentication.
+    #[arg(long, env = "KEELSON_METRICS_ADDR", default_value = "127.0.0.1:10255")]
+    metrics_addr: String,
 }
 
 impl NodeArgs {
@@ -137,6 +143,8 @@ impl NodeArgs {
                 .unwrap_or_default(),
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
+            // One process: the master's /metrics shows the node's series too.
+            metrics_addr: "off".to_string(),
         }
     }
 }
@@ -229,6 +237,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 /// Runs the node until `stop` turns true.
 pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    start_metrics(&args.metrics_addr, stop.clone()).await?;
     let (api, link) = connect(&args).await?;
     let runtime = match args.runtime {
         Some(runtime) => runtime,
@@ -381,6 +390,35 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
     }
     tracing::info!(node = %args.name, "kubelet running");
     kubelet.run(stop).await.context("running the kubelet")
+}
+
+/// Installs the process's metrics recorder and serves it on `addr` until `stop`. An address
+/// that does not parse is an error; one that cannot be bound (in use) is logged and the node
+/// runs without an endpoint: metrics are not worth stopping the kubelet for.
+async fn start_metrics(addr: &str, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // First, so that nothing recorded is lost (in `keelson up` the master installed it).
+    let handle = keelson_actors::apiserver::metrics_recorder();
+    let Some(addr) = monitoring::server::parse_addr(addr).context("--metrics-addr")? else {
+        tracing::info!("no metrics endpoint (--metrics-addr off)");
+        return Ok(());
+    };
+    let Some(handle) = handle else {
+        tracing::warn!("no metrics endpoint: the metrics recorder could not be installed");
+        return Ok(());
+    };
+    let render: monitoring::Renderer = Arc::new(move || handle.render());
+    match monitoring::MetricsServer::bind(addr, render).await {
+        Ok(server) => {
+            let bound = server.local_addr().unwrap_or(addr);
+            tracing::info!(address = %bound, "serving metrics on http://{bound}/metrics");
+            tokio::spawn(server.serve(stop));
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "no metrics endpoint: give --metrics-addr a free address (port 0 picks one) or off"
+        ),
+    }
+    Ok(())
 }
 
 /// The node-local address of the cluster DNS (as Kubernetes' NodeLocal DNSCache uses).

@@ -13,6 +13,10 @@ use tokio::sync::Notify;
 const RETRY_DELAY_BASE: Duration = Duration::from_millis(20);
 /// The longest retry delay.
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Gauge by `queue`: keys waiting to be processed.
+const DEPTH: &str = "keelson_workqueue_depth";
+/// Counter by `controller` (the queue's name): reconciles that failed and were retried.
+const RECONCILE_ERRORS: &str = "keelson_controller_reconcile_errors_total";
 
 /// Pure back-off: the delay before retry number `failures` (1-based).
 pub fn retry_delay(failures: u32) -> Duration {
@@ -56,6 +60,9 @@ impl<K> Clone for WorkQueue<K> {
 impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     /// A queue holding at most `keys_max` distinct keys; `name` labels its metrics.
     pub fn new(name: &'static str, keys_max: usize) -> Self {
+        // Present from the start, so a scrape shows every controller's queue and error count.
+        metrics::gauge!(DEPTH, "queue" => name).set(0.0);
+        metrics::counter!(RECONCILE_ERRORS, "controller" => name).increment(0);
         WorkQueue {
             state: Arc::new(Mutex::new(State {
                 queue: VecDeque::new(),
@@ -98,7 +105,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         state.queue.push_back(key);
         let depth = state.queue.len();
         drop(state);
-        metrics::gauge!("keelson_workqueue_depth", "queue" => self.name).set(depth as f64);
+        metrics::gauge!(DEPTH, "queue" => self.name).set(depth as f64);
         self.ready.notify_one();
         true
     }
@@ -132,6 +139,8 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             *failures
         };
         metrics::counter!("keelson_workqueue_retries_total", "queue" => self.name).increment(1);
+        // Every caller retries a key because its reconcile failed.
+        metrics::counter!(RECONCILE_ERRORS, "controller" => self.name).increment(1);
         self.add_after(key, retry_delay(failures));
         failures
     }
@@ -154,8 +163,10 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 if let Some(key) = state.queue.pop_front() {
                     state.queued.remove(&key);
                     state.processing.insert(key.clone());
-                    let more = !state.queue.is_empty();
+                    let depth = state.queue.len();
                     drop(state);
+                    metrics::gauge!(DEPTH, "queue" => self.name).set(depth as f64);
+                    let more = depth > 0;
                     if more {
                         self.ready.notify_one();
                     }

@@ -14,6 +14,7 @@ pub mod images;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod link;
+pub mod monitoring;
 pub mod network;
 pub mod pod_status;
 pub mod proxy;

@@ -15,6 +15,7 @@ mod db;
 mod error;
 mod keyspace;
 mod log_store;
+mod metrics;
 mod network;
 mod proposer;
 mod protocol;

@@ -76,6 +76,9 @@ impl StateMachineStore {
             }
             None => Membership::default(),
         };
+        if let Ok(meta) = std::fs::metadata(&snapshot_path) {
+            crate::metrics::record_snapshot_on_disk(meta.len());
+        }
         Ok(StateMachineStore {
             keyspace,
             snapshot_path,
@@ -264,8 +267,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta: meta.clone(),
             data,
         };
-        write_atomically(&self.snapshot_path, &encode(&stored))
+        let bytes = encode(&stored);
+        write_atomically(&self.snapshot_path, &bytes)
             .map_err(|e| snapshot_error(Some(&meta), e))?;
+        crate::metrics::record_snapshot("build", bytes.len());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -343,8 +348,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        write_atomically(&self.snapshot_path, &encode(&stored))
-            .map_err(|e| snapshot_error(Some(meta), e))?;
+        let bytes = encode(&stored);
+        write_atomically(&self.snapshot_path, &bytes).map_err(|e| snapshot_error(Some(meta), e))?;
+        crate::metrics::record_snapshot("install", bytes.len());
         Ok(())
     }
 

@@ -217,6 +217,8 @@ impl Store {
         .await
         .map_err(|e| storage_error("cannot start raft", &e))?;
         let (proposer, proposals) = Proposer::new();
+        crate::metrics::register();
+        let leaders = tokio::spawn(crate::metrics::watch_leader(raft.metrics()));
         let store = Store {
             inner: Arc::new(Inner {
                 id,
@@ -246,7 +248,7 @@ impl Store {
         };
         store
             .lock_tasks()
-            .extend([serve, bootstrap, compactor, removal, batches]);
+            .extend([serve, bootstrap, compactor, removal, batches, leaders]);
         tracing::info!(name = %store.inner.config.name, id, "store member started");
         Ok(store)
     }
@@ -619,7 +621,11 @@ impl Store {
     /// transaction is proposed in a batch with the others running concurrently on this member
     /// (see `proposer`); it is answered as if it were alone.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, StoreError> {
-        self.write_hops(command, 0).await
+        let started = Instant::now();
+        let result = self.write_hops(command, 0).await;
+        // An answer from the state machine (a rejection too) means the entry was committed.
+        crate::metrics::record_write(started.elapsed(), result.is_ok());
+        result
     }
 
     async fn write_hops(&self, command: Command, hops: u8) -> Result<CommandResponse, StoreError> {

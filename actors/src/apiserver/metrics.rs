@@ -22,8 +22,11 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use (one per process, shared by
-/// every API server in it).
-pub(crate) fn recorder() -> Option<PrometheusHandle> {
+/// every API server in it, and by the node in `keelson up`). Processes call it first thing,
+/// so that nothing recorded before the API server starts (the store's first election) is
+/// lost; `None` when another recorder was installed already. Must be called in a Tokio
+/// runtime (it spawns the recorder's upkeep).
+pub fn recorder() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {
             let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;

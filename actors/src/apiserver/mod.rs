@@ -43,6 +43,7 @@ use request::{status_reply, ApiRequest, REQUEST_BODY_BYTES_MAX};
 use storage::Storage;
 
 pub(crate) use list::LIST_ITEMS_MAX as LIST_PAGE_ITEMS_MAX;
+pub use metrics::recorder as metrics_recorder;
 pub use ranges::{NodePortRange, RangeError, ServiceIpRange, ServiceRanges};
 pub(crate) use storage::collection_prefix;
 pub(crate) use tokens::{SA_NAME_ANNOTATION, SA_TOKEN_TYPE, SA_UID_ANNOTATION};

@@ -86,6 +86,9 @@ impl Kubelet {
         images: Arc<dyn Images>,
         config: KubeletConfig,
     ) -> Kubelet {
+        // Every runtime call is timed into the kubelet's runtime series.
+        let runtime: Arc<dyn Runtime> = Arc::new(crate::runtime::MeteredRuntime::new(runtime));
+        crate::monitoring::register();
         let pleg = pleg::Pleg::new(runtime.clone());
         Kubelet {
             api,

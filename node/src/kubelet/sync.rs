@@ -127,6 +127,18 @@ impl Observed {
         (latest, runs.pop())
     }
 
+    /// Whether the latest run of every one of the spec's (non-init) containers is running:
+    /// the pod has started.
+    pub fn all_running(&self, spec: &PodSpec) -> bool {
+        !spec.containers.is_empty()
+            && spec.containers.iter().all(|c| {
+                matches!(
+                    self.runs(&c.name).0.map(|run| &run.state),
+                    Some(ContainerState::Running { .. })
+                )
+            })
+    }
+
     fn running(&self) -> impl Iterator<Item = &ContainerInfo> {
         self.containers
             .iter()

@@ -110,6 +110,8 @@ pub async fn run(
     // Changes of the ConfigMaps and Secrets the pod's volumes project wake the worker.
     let (source_tx, mut source_rx) = mpsc::channel::<()>(1);
     let mut source_watch: Option<AbortOnDrop> = None;
+    // From this worker seeing the pod to all its containers running.
+    let mut pod_start = crate::monitoring::PodStartTracker::new(std::time::Instant::now());
     loop {
         let current = pod_rx.borrow_and_update().clone();
         if let Some(object) = current {
@@ -131,6 +133,9 @@ pub async fn run(
         let in_api = pod_rx.borrow().is_some();
         let snapshot = snapshot_rx.borrow_and_update().clone();
         let observed = snapshot.pod(&uid);
+        if let (Some(pod), true) = (&last_pod, in_api) {
+            pod_start.record(observed.all_running(&pod.spec));
+        }
         let actions = match &last_pod {
             Some(pod) => {
                 let outcome = sync_once(
@@ -734,6 +739,9 @@ async fn start(
     };
     match shared.runtime.start_container(&sandbox, &config).await {
         Ok(_) => {
+            if attempt > 0 {
+                crate::monitoring::record_container_restart();
+            }
             state.waiting.remove(name);
             shared.events.pod(
                 &pod.object,

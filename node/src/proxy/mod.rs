@@ -88,6 +88,7 @@ impl Proxy {
             mode = if use_nft { "nftables" } else { "userspace" },
             "starting the service proxy"
         );
+        crate::monitoring::register();
         let snapshots = self.cache.subscribe();
         let cache = tokio::spawn(self.cache.run(stop.clone()));
         let result = if use_nft {
@@ -116,8 +117,11 @@ async fn run_nftables(
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if snapshot.synced {
+            let started = std::time::Instant::now();
             let text = rules::ruleset(&snapshot, &config.node_ips, &config.cluster_cidr);
-            match nft.apply(&text).await {
+            let applied = nft.apply(&text).await;
+            crate::monitoring::record_proxy_sync(started.elapsed(), applied.is_ok());
+            match applied {
                 Ok(applied) => {
                     if applied {
                         tracing::debug!(

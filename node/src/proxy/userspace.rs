@@ -124,6 +124,7 @@ pub async fn run(
     let result = loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if snapshot.synced {
+            let started = std::time::Instant::now();
             let wanted = listeners_of(&snapshot);
             listeners.retain(|key, listener| {
                 let keep = wanted.contains_key(key) && !listener.task.is_finished();
@@ -154,6 +155,7 @@ pub async fn run(
                     },
                 );
             }
+            crate::monitoring::record_proxy_sync(started.elapsed(), true);
         }
         tokio::select! {
             _ = stop.changed() => break Ok(()),

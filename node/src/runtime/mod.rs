@@ -9,11 +9,13 @@
 //! node process adopts what the previous one started: [`Runtime::list`] reports every sandbox
 //! and container, running or exited, with the labels given when it was created.
 
+pub mod metered;
 pub mod oci;
 pub mod process;
 pub mod runc;
 pub mod shim;
 
+pub use metered::MeteredRuntime;
 pub use process::ProcessRuntime;
 pub use runc::{RuncRuntime, ShimCommand};
 

@@ -449,3 +449,33 @@ fn pods_on_the_host_network_against_their_spec_say_so() {
         }
     }
 }
+
+#[test]
+fn a_pod_has_started_when_the_latest_run_of_every_container_runs() {
+    let two = spec(json!({
+        "containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}],
+    }));
+    let cases = [
+        (vec![], false),
+        (vec![run("a", 0, running(1))], false),
+        (vec![run("a", 0, running(1)), run("b", 0, running(1))], true),
+        (
+            vec![run("a", 0, running(1)), run("b", 0, exited(1, 2))],
+            false,
+        ),
+        // The latest run counts: b restarted and runs again.
+        (
+            vec![
+                run("a", 0, running(1)),
+                run("b", 0, exited(1, 2)),
+                run("b", 1, running(3)),
+            ],
+            true,
+        ),
+    ];
+    for (containers, want) in cases {
+        let names: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(observed(containers).all_running(&two), want, "{names:?}");
+    }
+    assert!(!observed(vec![]).all_running(&PodSpec::default()));
+}
