@@ -206,17 +206,17 @@ pub(crate) fn follow_decision(
     open: usize,
     max: usize,
 ) -> Follow {
-    let deleting = pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null());
-    if kind == "DELETED" || (deleting && followed) {
+    // A pod being deleted keeps its stream until its container ends (its last lines are
+    // worth reading); a deleted one loses it. `has_started` is false for a pod being deleted,
+    // so none is started then.
+    if kind == "DELETED" {
         return if followed {
             Follow::Stop
         } else {
             Follow::Nothing
         };
     }
-    if followed || deleting {
+    if followed {
         return Follow::Nothing;
     }
     let Some((container, _)) = default_container(pod, asked) else {
@@ -229,6 +229,11 @@ pub(crate) fn follow_decision(
         return Follow::OverLimit;
     }
     Follow::Start(container)
+}
+
+/// The container asked for, with `-c` or as the second argument.
+fn asked(args: &LogsArgs) -> Option<&str> {
+    args.container.as_deref().or(args.container_arg.as_deref())
 }
 
 fn since_seconds(args: &LogsArgs) -> anyhow::Result<Option<u64>> {
@@ -259,9 +264,6 @@ pub(crate) async fn run(session: &mut Session, args: LogsArgs) -> anyhow::Result
             }
         },
     };
-    if args.container_arg.is_some() && args.selector.is_some() {
-        bail!("a container name is given with -c when a selector (-l) is used");
-    }
     if args.follow {
         follow_pods(session, &args, &ns, &selector).await
     } else {
@@ -278,8 +280,7 @@ async fn one_pod(
 ) -> anyhow::Result<()> {
     let pod_path = format!("/api/v1/namespaces/{ns}/pods/{pod_name}");
     let pod = session.client.get(&pod_path, &[]).await?;
-    let asked = args.container.as_deref().or(args.container_arg.as_deref());
-    let container = pick_container(&pod, asked)?;
+    let container = pick_container(&pod, asked(args))?;
     let query = log_query(args, &container, since_seconds(args)?);
     let prefix = args.prefix.then(|| line_prefix(pod_name, &container));
     stream(&session.client, &pod_path, &query, prefix.as_deref()).await
@@ -371,7 +372,7 @@ async fn read_pods(
     let mut failed = 0;
     for pod in &pods {
         let name = meta_str(pod, "name");
-        let container = pick_container(pod, args.container.as_deref())?;
+        let container = pick_container(pod, asked(args))?;
         let prefix = args.prefix.then(|| line_prefix(name, &container));
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
         let query = log_query(args, &container, since);
@@ -411,7 +412,7 @@ async fn follow_pods(
 ) -> anyhow::Result<()> {
     let client = &session.client;
     let since = since_seconds(args)?;
-    let asked = args.container.as_deref();
+    let asked = asked(args);
     let (pods, mut rv) = list_pods(client, ns, selector).await?;
     let started = pods
         .iter()
@@ -644,5 +645,97 @@ mod tests {
             "spec": {"containers": [{"name": "main"}, {"name": "side"}]}});
         assert_eq!(pick_container(&annotated, None).unwrap(), "side");
         assert!(pick_container(&json!({"metadata": {"name": "p"}}), None).is_err());
+    }
+
+    #[test]
+    fn lines_are_prefixed_whole() {
+        let prefix = line_prefix("web-1", "app");
+        assert_eq!(prefix, "[pod/web-1/app] ");
+        // (chunks fed in turn, end of stream, output)
+        let cases: [(&[&str], &str); 4] = [
+            (&["a\nb", "c\n"], "[p] a\n[p] bc\n"),
+            (&["a\n", "tail"], "[p] a\n[p] tail\n"),
+            (&["\n"], "[p] \n"),
+            (&[""], ""),
+        ];
+        for (chunks, want) in cases {
+            let mut pending = Vec::new();
+            let mut out = Vec::new();
+            for chunk in chunks {
+                pending.extend_from_slice(chunk.as_bytes());
+                out.extend(take_lines(&mut pending, "[p] ", false));
+            }
+            out.extend(take_lines(&mut pending, "[p] ", true));
+            assert_eq!(String::from_utf8_lossy(&out), want, "{chunks:?}");
+            assert!(pending.is_empty());
+        }
+        // A partial line waits for its end; a huge one is cut.
+        let mut pending = b"no end yet".to_vec();
+        assert!(take_lines(&mut pending, "", false).is_empty());
+        let mut huge = vec![b'x'; LINE_BYTES_MAX + 10];
+        let out = take_lines(&mut huge, "", false);
+        assert_eq!(out.len(), LINE_BYTES_MAX + 1);
+        assert_eq!(huge.len(), 10);
+    }
+
+    fn web_pod(uid: &str, started: bool, deleting: bool) -> Value {
+        let mut pod = json!({"metadata": {"name": format!("web-{uid}"), "uid": uid},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"containerStatuses": [{"name": "app",
+                "state": if started { json!({"running": {"startedAt": "t"}}) }
+                         else { json!({"waiting": {"reason": "ContainerCreating"}}) }}]}});
+        if deleting {
+            pod["metadata"]["deletionTimestamp"] = json!("t");
+        }
+        pod
+    }
+
+    #[test]
+    fn the_follower_starts_started_pods_within_the_limit_and_stops_deleted_ones() {
+        let start = || Follow::Start("app".to_string());
+        // (event, started, deleting, followed, open, max, decision)
+        let cases = [
+            ("ADDED", true, false, false, 0, 5, start()),
+            ("ADDED", false, false, false, 0, 5, Follow::Nothing),
+            ("MODIFIED", true, false, false, 4, 5, start()),
+            ("MODIFIED", true, false, false, 5, 5, Follow::OverLimit),
+            ("MODIFIED", true, false, true, 1, 5, Follow::Nothing),
+            ("MODIFIED", true, true, false, 0, 5, Follow::Nothing),
+            ("MODIFIED", true, true, true, 1, 5, Follow::Nothing),
+            ("DELETED", true, true, true, 1, 5, Follow::Stop),
+            ("DELETED", true, true, false, 1, 5, Follow::Nothing),
+        ];
+        for (kind, started, deleting, followed, open, max, want) in cases {
+            let pod = web_pod("1", started, deleting);
+            assert_eq!(
+                follow_decision(kind, &pod, None, followed, open, max),
+                want,
+                "{kind} started={started} deleting={deleting} followed={followed} open={open}"
+            );
+        }
+        let terminated = json!({"spec": {"containers": [{"name": "app"}]},
+            "status": {"containerStatuses": [{"name": "app", "state": {"waiting": {}},
+                "lastState": {"terminated": {"exitCode": 1}}}]}});
+        assert!(has_started(&terminated, "app"));
+        assert!(!has_started(&terminated, "other"));
+    }
+
+    #[test]
+    fn selectors_and_targets_parse() {
+        let w = Wrapper::parse_from([
+            "logs",
+            "-l",
+            "app=web",
+            "-f",
+            "--prefix",
+            "--max-log-requests",
+            "2",
+        ]);
+        assert_eq!(w.logs.selector.as_deref(), Some("app=web"));
+        assert!(w.logs.target.is_none() && w.logs.prefix && w.logs.follow);
+        assert_eq!(w.logs.max_log_requests, 2);
+        let d = Wrapper::parse_from(["logs", "deployment/web"]);
+        assert_eq!(d.logs.max_log_requests, 5);
+        assert_eq!(d.logs.target.as_deref(), Some("deployment/web"));
     }
 }

@@ -99,22 +99,26 @@ impl EventTtl {
     }
 }
 
-/// When an Event last happened: `series.lastObservedTime`, `lastTimestamp`, `eventTime`,
-/// `firstTimestamp`, else its creation time (the newest of those present). `None` when it
-/// carries no readable time at all.
+/// When an Event last happened: the newest of `series.lastObservedTime`, `lastTimestamp` and
+/// `eventTime`; without any, `firstTimestamp`; else its creation time. `None` when it carries
+/// no readable time at all. (An Event recorded late about something long past is as old as
+/// what it says.)
 pub(crate) fn last_time(event: &Value) -> Option<jiff::Timestamp> {
-    [
+    let time = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let latest = [
         event.pointer("/series/lastObservedTime"),
         event.get("lastTimestamp"),
         event.get("eventTime"),
-        event.get("firstTimestamp"),
-        event.pointer("/metadata/creationTimestamp"),
     ]
     .into_iter()
-    .flatten()
-    .filter_map(Value::as_str)
-    .filter_map(|t| t.parse::<jiff::Timestamp>().ok())
-    .max()
+    .filter_map(time)
+    .max();
+    latest
+        .or_else(|| time(event.get("firstTimestamp")))
+        .or_else(|| time(event.pointer("/metadata/creationTimestamp")))
 }
 
 /// An Event to delete: namespace, name, resourceVersion.
@@ -320,6 +324,15 @@ mod tests {
             (
                 json!({"lastTimestamp": null, "eventTime": "bogus"}),
                 "2026-01-01T00:00:00Z",
+            ),
+            // Recorded now (created) about something long past: as old as it says.
+            (
+                json!({"lastTimestamp": "2025-06-01T00:00:00Z"}),
+                "2025-06-01T00:00:00Z",
+            ),
+            (
+                json!({"firstTimestamp": "2025-06-01T00:00:00Z"}),
+                "2025-06-01T00:00:00Z",
             ),
         ];
         for (times, want) in cases {

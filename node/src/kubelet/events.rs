@@ -2,7 +2,9 @@
 //! background through a bounded queue: a kubelet that cannot write events drops them rather
 //! than slowing its pods down. A repeat of an event (same pod, container, reason and message,
 //! e.g. a crash-looping container's BackOff) bumps the `count` and `lastTimestamp` of the one
-//! already written, as client-go's event correlator does, instead of creating another.
+//! already written, as client-go's event correlator does, instead of creating another. A
+//! progress event (an image pull's) is one Event per pod, container and reason whose message
+//! is replaced as the work advances.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,10 +20,11 @@ const EVENTS_QUEUED_MAX: usize = 256;
 /// Events remembered for aggregation (the oldest are forgotten first).
 const RECENT_EVENTS_MAX: usize = 1024;
 
-/// What identifies repeats of one event: pod uid, field path, reason, message.
+/// What identifies repeats of one event: pod uid, field path, reason, message (empty for a
+/// progress event, whose message changes).
 type Identity = (String, String, String, String);
 
-fn identity(event: &Value) -> Identity {
+fn identity(event: &Value, progress: bool) -> Identity {
     let text = |p: &str| {
         event
             .pointer(p)
@@ -33,7 +36,11 @@ fn identity(event: &Value) -> Identity {
         text("/involvedObject/uid"),
         text("/involvedObject/fieldPath"),
         text("/reason"),
-        text("/message"),
+        if progress {
+            String::new()
+        } else {
+            text("/message")
+        },
     )
 }
 
@@ -58,8 +65,8 @@ pub(crate) enum Write {
 }
 
 impl Aggregator {
-    pub(crate) fn decide(&self, event: &Value) -> Write {
-        match self.written.get(&identity(event)) {
+    pub(crate) fn decide(&self, event: &Value, progress: bool) -> Write {
+        match self.written.get(&identity(event, progress)) {
             Some((namespace, name, count)) => Write::Bump {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -70,8 +77,15 @@ impl Aggregator {
     }
 
     /// Remembers that `event` was written as `namespace/name` with `count`.
-    pub(crate) fn written(&mut self, event: &Value, namespace: &str, name: &str, count: i64) {
-        let id = identity(event);
+    pub(crate) fn written(
+        &mut self,
+        event: &Value,
+        progress: bool,
+        namespace: &str,
+        name: &str,
+        count: i64,
+    ) {
+        let id = identity(event, progress);
         if !self.written.contains_key(&id) {
             if self.order.len() >= RECENT_EVENTS_MAX {
                 if let Some(oldest) = self.order.pop_front() {
@@ -85,23 +99,26 @@ impl Aggregator {
     }
 
     /// Forgets `event` (its object is gone: the next repeat creates a new one).
-    pub(crate) fn forget(&mut self, event: &Value) {
-        let id = identity(event);
+    pub(crate) fn forget(&mut self, event: &Value, progress: bool) {
+        let id = identity(event, progress);
         self.written.remove(&id);
         self.order.retain(|o| o != &id);
     }
 }
 
-async fn write(api: &ApiClient, recent: &mut Aggregator, event: Value) {
+async fn write(api: &ApiClient, recent: &mut Aggregator, event: Value, progress: bool) {
     let namespace = object::namespace(&event).unwrap_or("default").to_string();
     if let Write::Bump {
         namespace,
         name,
         count,
-    } = recent.decide(&event)
+    } = recent.decide(&event, progress)
     {
         let path = format!("/api/v1/namespaces/{namespace}/events/{name}");
-        let patch = json!({"count": count, "lastTimestamp": event["lastTimestamp"]});
+        let mut patch = json!({"count": count, "lastTimestamp": event["lastTimestamp"]});
+        if progress {
+            patch["message"] = event["message"].clone();
+        }
         match api
             .request(
                 Method::PATCH,
@@ -112,11 +129,11 @@ async fn write(api: &ApiClient, recent: &mut Aggregator, event: Value) {
             .await
         {
             Ok(_) => {
-                recent.written(&event, &namespace, &name, count);
+                recent.written(&event, progress, &namespace, &name, count);
                 return;
             }
             // Expired (the event TTL) or deleted: write a new one.
-            Err(ApiError::Status { code: 404, .. }) => recent.forget(&event),
+            Err(ApiError::Status { code: 404, .. }) => recent.forget(&event, progress),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot update an event");
                 return;
@@ -130,7 +147,7 @@ async fn write(api: &ApiClient, recent: &mut Aggregator, event: Value) {
     {
         Ok(created) => {
             let name = object::name(&created).unwrap_or_default().to_string();
-            recent.written(&event, &namespace, &name, 1);
+            recent.written(&event, progress, &namespace, &name, 1);
         }
         Err(e) => tracing::debug!(error = %e, "cannot write an event"),
     }
@@ -138,18 +155,18 @@ async fn write(api: &ApiClient, recent: &mut Aggregator, event: Value) {
 
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<(Value, bool)>,
     node: String,
 }
 
 impl Recorder {
     /// A recorder and the task that writes its events.
     pub fn start(api: ApiClient, node: &str) -> Recorder {
-        let (tx, mut rx) = mpsc::channel::<Value>(EVENTS_QUEUED_MAX);
+        let (tx, mut rx) = mpsc::channel::<(Value, bool)>(EVENTS_QUEUED_MAX);
         tokio::spawn(async move {
             let mut recent = Aggregator::default();
-            while let Some(event) = rx.recv().await {
-                write(&api, &mut recent, event).await;
+            while let Some((event, progress)) = rx.recv().await {
+                write(&api, &mut recent, event, progress).await;
             }
         });
         Recorder {
@@ -166,6 +183,24 @@ impl Recorder {
         kind: &str,
         reason: &str,
         message: &str,
+    ) {
+        self.send(pod, container, kind, reason, message, false);
+    }
+
+    /// Records progress (`reason` of a pod's container): the first call creates the Event,
+    /// later ones replace its message and bump its count.
+    pub fn progress(&self, pod: &Value, container: Option<&str>, reason: &str, message: &str) {
+        self.send(pod, container, "Normal", reason, message, true);
+    }
+
+    fn send(
+        &self,
+        pod: &Value,
+        container: Option<&str>,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        progress: bool,
     ) {
         let namespace = object::namespace(pod).unwrap_or("default");
         let name = object::name(pod).unwrap_or_default();
@@ -198,7 +233,7 @@ impl Recorder {
             "lastTimestamp": now,
             "count": 1,
         });
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send((event, progress)).is_err() {
             tracing::debug!(reason, "the event queue is full; dropping an event");
         }
     }
@@ -217,10 +252,10 @@ mod tests {
     fn repeats_bump_the_count_of_the_written_event() {
         let mut recent = Aggregator::default();
         let backoff = event("u1", "BackOff", "Back-off restarting failed container");
-        assert_eq!(recent.decide(&backoff), Write::Create);
-        recent.written(&backoff, "ns", "p.1", 1);
+        assert_eq!(recent.decide(&backoff, false), Write::Create);
+        recent.written(&backoff, false, "ns", "p.1", 1);
         for count in 2..5 {
-            let decision = recent.decide(&backoff);
+            let decision = recent.decide(&backoff, false);
             assert_eq!(
                 decision,
                 Write::Bump {
@@ -229,20 +264,24 @@ mod tests {
                     count
                 }
             );
-            recent.written(&backoff, "ns", "p.1", count);
+            recent.written(&backoff, false, "ns", "p.1", count);
         }
         // Another reason, message or pod is another event.
-        assert_eq!(recent.decide(&event("u1", "Started", "x")), Write::Create);
-        assert_eq!(
-            recent.decide(&event(
-                "u2",
-                "BackOff",
-                "Back-off restarting failed container"
-            )),
-            Write::Create
-        );
-        recent.forget(&backoff);
-        assert_eq!(recent.decide(&backoff), Write::Create);
+        let started = event("u1", "Started", "x");
+        assert_eq!(recent.decide(&started, false), Write::Create);
+        let other = event("u2", "BackOff", "Back-off restarting failed container");
+        assert_eq!(recent.decide(&other, false), Write::Create);
+        recent.forget(&backoff, false);
+        assert_eq!(recent.decide(&backoff, false), Write::Create);
+        // Progress: one event per reason whatever its message.
+        let pulling = event("u1", "Pulling", "Pulling image \"x\"");
+        recent.written(&pulling, true, "ns", "p.2", 1);
+        let later = event("u1", "Pulling", "Pulling image \"x\": 1 MiB of 2 MiB");
+        assert!(matches!(
+            recent.decide(&later, true),
+            Write::Bump { count: 2, .. }
+        ));
+        assert_eq!(recent.decide(&later, false), Write::Create);
     }
 
     #[test]
@@ -250,18 +289,15 @@ mod tests {
         let mut recent = Aggregator::default();
         for i in 0..RECENT_EVENTS_MAX + 10 {
             let e = event(&format!("u{i}"), "Started", "x");
-            recent.written(&e, "ns", &format!("e{i}"), 1);
+            recent.written(&e, false, "ns", &format!("e{i}"), 1);
         }
         assert_eq!(recent.written.len(), RECENT_EVENTS_MAX);
         assert_eq!(recent.order.len(), RECENT_EVENTS_MAX);
-        assert_eq!(recent.decide(&event("u0", "Started", "x")), Write::Create);
-        assert!(matches!(
-            recent.decide(&event(
-                &format!("u{}", RECENT_EVENTS_MAX + 9),
-                "Started",
-                "x"
-            )),
-            Write::Bump { .. }
-        ));
+        assert_eq!(
+            recent.decide(&event("u0", "Started", "x"), false),
+            Write::Create
+        );
+        let newest = event(&format!("u{}", RECENT_EVENTS_MAX + 9), "Started", "x");
+        assert!(matches!(recent.decide(&newest, false), Write::Bump { .. }));
     }
 }

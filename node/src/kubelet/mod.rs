@@ -40,6 +40,16 @@ pub trait Images: Send + Sync {
         reference: &'a str,
         policy: &'a str,
     ) -> BoxFuture<'a, Result<ResolvedImage, String>>;
+
+    /// Whether `ensure` would pull from a registry now (the kubelet then records Pulling).
+    fn will_pull(&self, _reference: &str, _policy: &str) -> bool {
+        false
+    }
+
+    /// Bytes done and total of the pull of `reference` in progress, if one runs.
+    fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Pods a node runs at most (more bound pods wait).
