@@ -161,7 +161,7 @@ pub(crate) fn expired(
             ))
         })
         .collect();
-    old.sort_by(|a, b| a.0.cmp(&b.0));
+    old.sort_by_key(|a| a.0);
     old.into_iter().take(max).map(|(_, e)| e).collect()
 }
 
