@@ -56,7 +56,23 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // `level`, `message`, `target` and `timestamp` at the top of each line (the event's
+        // other fields beside them), one JSON object per line; panics too.
+        LogFormat::Json => {
+            builder.json().flatten_event(true).init();
+            std::panic::set_hook(Box::new(|info| {
+                tracing::error!(panic = %info, "panicked");
+            }));
+        }
+    }
+}
+
+/// The last words of a failed command, in the log's format.
+fn report_error(format: LogFormat, error: &anyhow::Error) {
+    match format {
+        LogFormat::Text => eprintln!("error: {error:#}"),
+        // Every command initialised JSON logging when asked for it.
+        LogFormat::Json => tracing::error!("error: {error:#}"),
     }
 }
 
@@ -69,6 +85,8 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    let log_json = matches!(log_format, LogFormat::Json);
     // One TLS crypto provider for the whole process (reqwest brings none of its own).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -90,13 +108,21 @@ fn main() -> ExitCode {
                 init_logging(cli.log_format);
                 master::run(args).await
             }
-            Command::Up(args) => {
+            Command::Up(mut args) => {
                 init_logging(cli.log_format);
+                args.log_json = log_json;
                 up::run(args).await
             }
-            Command::Store(args) => store_cmd::run(args).await,
-            Command::Node(args) => {
+            Command::Store(args) => {
+                // The store client logs nothing of its own; its errors follow the format.
+                if log_json {
+                    init_logging(cli.log_format);
+                }
+                store_cmd::run(args).await
+            }
+            Command::Node(mut args) => {
                 init_logging(cli.log_format);
+                args.log_json = log_json;
                 node_cmd::run(args).await
             }
         }
@@ -104,7 +130,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report_error(log_format, &e);
             ExitCode::FAILURE
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use keelson_actors::{
-    ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig, NodePortRange, ServiceIpRange,
-    ServiceRanges,
+    ApiServer, ApiServerConfig, ControlPlane, ControlPlaneConfig, EventTtl, NodePortRange,
+    ServiceIpRange, ServiceRanges,
 };
 use keelson_raft::{Member, Store, StoreConfig, UnsafeMode};
 use rand::RngCore;
@@ -72,6 +72,9 @@ pub(crate) struct MasterArgs {
     /// controller installs routes to nodes' pod CIDRs [default: this process's own].
     #[arg(long, env = "KEELSON_CLOUD_ROUTER_NETNS")]
     cloud_router_netns: Option<String>,
+    /// How long Events are kept after they last happened (a duration: 1h, 30m, 90s).
+    #[arg(long, env = "KEELSON_EVENT_TTL", default_value = "1h")]
+    event_ttl: EventTtl,
     /// UNSAFE, exists only for the Jepsen suite: answer linearizable reads from this master's
     /// local state without a read index. Breaks the store's linearizability guarantee.
     #[arg(long, hide = true)]
@@ -102,6 +105,7 @@ impl MasterArgs {
             service_node_port_range: ServiceRanges::default().node_ports,
             controllers: vec!["*".to_string()],
             cloud_router_netns: None,
+            event_ttl: EventTtl::default(),
             unsafe_stale_reads: false,
             unsafe_no_sync: false,
         }
@@ -253,6 +257,7 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
             cluster_cidr: args.cluster_cidr.clone(),
             enabled: args.controllers.clone(),
             cloud_router_netns: args.cloud_router_netns.clone(),
+            event_ttl: args.event_ttl,
             ..ControlPlaneConfig::default()
         },
     );

@@ -115,6 +115,22 @@ pub(crate) struct NodeArgs {
     /// network: it has no TLS and no authentication.
     #[arg(long, env = "KEELSON_METRICS_ADDR", default_value = "127.0.0.1:10255")]
     metrics_addr: String,
+    /// A container's log is rotated when it reaches this size (a quantity: 10Mi, 512Ki).
+    #[arg(long, env = "KEELSON_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi",
+          value_parser = kubelet::log_gc::parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included.
+    #[arg(long, env = "KEELSON_CONTAINER_LOG_MAX_FILES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    container_log_max_files: u32,
+    /// All containers' logs on this node together, at most: over it, the oldest rotated files
+    /// go first, then logs of exited containers; never a running container's current file.
+    #[arg(long, env = "KEELSON_CONTAINER_LOG_MAX_TOTAL_SIZE", default_value = "1Gi",
+          value_parser = kubelet::log_gc::parse_size)]
+    container_log_max_total_size: u64,
+    /// Log as JSON (the global `--log-format`), passed on to the containers' shims.
+    #[arg(skip)]
+    pub(crate) log_json: bool,
 }
 
 impl NodeArgs {
@@ -145,6 +161,10 @@ impl NodeArgs {
             cluster_domain: "cluster.local".to_string(),
             // One process: the master's /metrics shows the node's series too.
             metrics_addr: "off".to_string(),
+            container_log_max_size: kubelet::log_gc::LogLimits::default().max_bytes,
+            container_log_max_files: kubelet::log_gc::LogLimits::default().max_files,
+            container_log_max_total_size: kubelet::log_gc::LogLimits::default().max_total_bytes,
+            log_json: false,
         }
     }
 }
@@ -268,7 +288,9 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             .context("running hollow nodes");
     }
     anyhow::ensure!(args.count.is_none(), "--count is for hollow nodes only");
-    let shim = ShimCommand::current_exe().context("finding the shim")?;
+    let shim = ShimCommand::current_exe()
+        .context("finding the shim")?
+        .with_log_format_json(args.log_json);
     let state = args.data_dir.join("runtime");
     let runtime_kind = runtime;
     let (runtime, version): (Arc<dyn keelson_node::runtime::Runtime>, String) = match runtime {
@@ -292,12 +314,14 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             ));
             let runc = RuncRuntime::new(&state, shim)
                 .and_then(|r| r.with_network(network))
-                .context("opening the runc runtime")?;
+                .context("opening the runc runtime")?
+                .with_log_limits(args.container_log_max_size, args.container_log_max_files);
             (Arc::new(runc), format!("runc://{version}"))
         }
         _ => {
-            let process =
-                ProcessRuntime::new(&state, shim).context("opening the process runtime")?;
+            let process = ProcessRuntime::new(&state, shim)
+                .context("opening the process runtime")?
+                .with_log_limits(args.container_log_max_size, args.container_log_max_files);
             (Arc::new(process), "process://0.1.0".to_string())
         }
     };
@@ -355,6 +379,7 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
             cluster_domain: args.cluster_domain.clone(),
             host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         },
+        container_logs_max_total_bytes: args.container_log_max_total_size,
     };
     let proxy = Proxy::new(
         api.clone(),

@@ -26,6 +26,9 @@ pub(crate) struct UpArgs {
     /// The node's name [default: this machine's host name].
     #[arg(long, env = "KEELSON_NODE_NAME")]
     node_name: Option<String>,
+    /// Log as JSON (the global `--log-format`), passed on to the node's shims.
+    #[arg(skip)]
+    pub(crate) log_json: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -77,6 +80,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         node_dir,
         node_name,
         args.api.to_string(),
+        args.log_json,
         stop_rx,
     ));
     // The master runs on this task: its control plane starts actix actors, which need the
@@ -101,6 +105,7 @@ async fn run_node(
     node_dir: PathBuf,
     node_name: String,
     api: String,
+    log_json: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let token_path = master_dir.join("node-token");
@@ -126,7 +131,8 @@ async fn run_node(
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kctl get nodes");
     println!("  kctl apply -f examples/hello.yaml && kctl get pods -w");
-    let node_args = node_cmd::NodeArgs::for_up(&node_name, node_dir, &api, &token);
+    let mut node_args = node_cmd::NodeArgs::for_up(&node_name, node_dir, &api, &token);
+    node_args.log_json = log_json;
     node_cmd::run_until(node_args, stop).await
 }
 

@@ -369,6 +369,34 @@ async fn images_a_pod_pulls_from_a_registry_and_a_bad_reference_backs_off() {
         "the node pulled from the registry"
     );
 
+    // `kctl describe pod` shows the pull as Events: Pulling, then Pulled with time and size.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pulled = format!("Successfully pulled image {image:?} in ");
+    loop {
+        let out = Command::new(common::kctl_bin())
+            .args(["describe", "pod", "pulled"])
+            .env("KUBECONFIG", cluster.masters[0].kubeconfig())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let size_shown = text
+            .lines()
+            .find(|l| l.contains(&pulled))
+            .and_then(|l| l.split("Image size: ").nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+        if size_shown && text.contains(&format!("Pulling image {image:?}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kctl describe pod shows no Pulling/Pulled events with a size:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     let backing_off = wait_for(
         &api,
         &format!("{ns}/pods/missing"),

@@ -36,6 +36,8 @@ pub struct ControlPlaneConfig {
     /// The local cloud's router: the network namespace (`ip netns` name) where routes to
     /// nodes' pod CIDRs go; `None` for this process's own.
     pub cloud_router_netns: Option<String>,
+    /// Events older than this (since their last occurrence) are deleted (`--event-ttl`).
+    pub event_ttl: crate::EventTtl,
 }
 
 impl Default for ControlPlaneConfig {
@@ -48,6 +50,7 @@ impl Default for ControlPlaneConfig {
             node_cidr_mask: 24,
             enabled: vec!["*".to_string()],
             cloud_router_netns: None,
+            event_ttl: crate::EventTtl::default(),
         }
     }
 }
@@ -87,6 +90,7 @@ pub const CHILDREN: &[&str] = &[
     "route-controller",
     "service-lb-controller",
     "volume-controller",
+    "event-ttl-controller",
 ];
 
 fn child(name: &'static str, ctx: &ControllerContext) -> Option<ChildSpec> {
@@ -128,6 +132,9 @@ fn child(name: &'static str, ctx: &ControllerContext) -> Option<ChildSpec> {
         }),
         "volume-controller" => ChildSpec::new(name, move |stop| {
             crate::cloud::run_volume_controller(ctx.clone(), stop)
+        }),
+        "event-ttl-controller" => ChildSpec::new(name, move |stop| {
+            crate::controllers::event_ttl::run(ctx.clone(), stop)
         }),
         _ => return None,
     };

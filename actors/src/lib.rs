@@ -26,3 +26,4 @@ pub use apiserver::{
     ServiceRanges,
 };
 pub use control_plane::{ControlPlane, ControlPlaneConfig};
+pub use controllers::event_ttl::{EventTtl, EventTtlError};

@@ -4,6 +4,7 @@
 pub(crate) mod cidr;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
+pub(crate) mod event_ttl;
 pub(crate) mod gc;
 pub(crate) mod namespace;
 pub(crate) mod node;

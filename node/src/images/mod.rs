@@ -84,6 +84,17 @@ pub struct Image {
     /// Unpacked layer directories, lowest first.
     pub layers: Vec<PathBuf>,
     pub config: ImageConfig,
+    /// Compressed size of the config and layers (what a pull downloads).
+    pub size_bytes: u64,
+}
+
+/// How far a pull in progress has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Bytes downloaded, or found on disk already.
+    pub done_bytes: u64,
+    /// Compressed size of the config and layers.
+    pub total_bytes: u64,
 }
 
 /// The parts of an image's config that decide how its containers run.

@@ -187,6 +187,7 @@ impl RemoteImage {
         d: &Descriptor,
         blobs_dir: &Path,
         bytes_max: u64,
+        progress: &std::sync::atomic::AtomicU64,
     ) -> Result<(), ImageError> {
         let hex = digest::sha256_hex(&d.digest)?;
         if d.size < 0 || d.size as u64 > bytes_max {
@@ -211,6 +212,7 @@ impl RemoteImage {
             let chunk =
                 chunk.map_err(|e| ImageError::Pull(format!("{}: {}", self.name, chain(&e))))?;
             hasher.update(&chunk)?;
+            progress.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| ImageError::io(tmp_path.display(), e))?;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::{BoxFuture, Shared};
@@ -17,7 +18,7 @@ use super::registry::RemoteImage;
 use super::unpack::unpack_layer;
 use super::{
     busybox, digest, Image, ImageConfig, ImageError, ImageOptions, ImageSummary, PullPolicy,
-    RegistryAuth, IMAGE_LAYERS_MAX, LAYER_BYTES_MAX, MANIFEST_BYTES_MAX,
+    PullProgress, RegistryAuth, IMAGE_LAYERS_MAX, LAYER_BYTES_MAX, MANIFEST_BYTES_MAX,
 };
 
 const INDEX_FILE: &str = "images.json";
@@ -52,6 +53,15 @@ struct Inner {
     pulls: Mutex<HashMap<String, PullFuture>>,
     /// Layers being fetched, by digest: two images sharing a layer download it once.
     layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Progress of the pulls in progress, by normalized reference.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// A pull's byte counters.
+#[derive(Default)]
+struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
 }
 
 /// The node's images. Cheap to clone; all clones share one store.
@@ -148,6 +158,7 @@ impl ImageStore {
                 index: Mutex::new(index),
                 pulls: Mutex::new(HashMap::new()),
                 layer_locks: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -175,7 +186,28 @@ impl ImageStore {
             digest: record.digest.clone(),
             layers,
             config: record.config.clone(),
+            size_bytes: record.size_bytes,
         }
+    }
+
+    /// Whether [`ImageStore::ensure`] with `policy` would pull `reference` now.
+    pub fn will_pull(&self, reference: &str, policy: PullPolicy) -> bool {
+        match policy {
+            PullPolicy::Never => false,
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => self.get(reference).is_none(),
+        }
+    }
+
+    /// How far the pull of `reference` has come, while one runs (and knows its size).
+    pub fn pull_progress(&self, reference: &str) -> Option<PullProgress> {
+        let name = normalize_reference(reference).ok()?;
+        let progress = lock(&self.inner.progress).get(&name)?.clone();
+        let total_bytes = progress.total.load(Ordering::Relaxed);
+        (total_bytes > 0).then(|| PullProgress {
+            done_bytes: progress.done.load(Ordering::Relaxed).min(total_bytes),
+            total_bytes,
+        })
     }
 
     /// Records `name` → `record` and rewrites `images.json`.
@@ -252,7 +284,10 @@ impl ImageStore {
         let store = self.clone();
         let key = name.clone();
         let task = tokio::spawn(async move {
-            let result = store.pull(&key, auth.as_ref()).await;
+            let progress = Arc::new(Progress::default());
+            lock(&store.inner.progress).insert(key.clone(), progress.clone());
+            let result = store.pull(&key, auth.as_ref(), &progress).await;
+            lock(&store.inner.progress).remove(&key);
             lock(&store.inner.pulls).remove(&key);
             result
         });
@@ -266,19 +301,32 @@ impl ImageStore {
         pull
     }
 
-    async fn pull(&self, name: &str, auth: Option<&RegistryAuth>) -> Result<Image, ImageError> {
+    async fn pull(
+        &self,
+        name: &str,
+        auth: Option<&RegistryAuth>,
+        progress: &Progress,
+    ) -> Result<Image, ImageError> {
         let parsed = reference::parse(name)?;
         let remote = RemoteImage::new(name, &parsed.domain, auth, &self.inner.options)?;
         tracing::info!(image = %name, "pulling image");
         let (manifest, manifest_digest) = remote.manifest().await?;
         check_manifest(name, &manifest)?;
+        let total = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|d| d.size.max(0) as u64)
+            .sum();
+        progress.total.store(total, Ordering::Relaxed);
         let config_bytes = remote
             .blob_bytes(&manifest.config, MANIFEST_BYTES_MAX)
             .await?;
+        progress
+            .done
+            .fetch_add(config_bytes.len() as u64, Ordering::Relaxed);
         let config = layout::parse_config(&config_bytes)?;
         let remote = &remote;
         futures::stream::iter(manifest.layers.clone())
-            .map(|layer| async move { self.fetch_layer(remote, &layer).await })
+            .map(|layer| async move { self.fetch_layer(remote, &layer, &progress.done).await })
             .buffer_unordered(self.inner.options.pull_concurrency)
             .try_collect::<Vec<()>>()
             .await?;
@@ -293,6 +341,7 @@ impl ImageStore {
         &self,
         remote: &RemoteImage,
         layer: &Descriptor,
+        progress: &AtomicU64,
     ) -> Result<(), ImageError> {
         let guard = {
             let mut locks = lock(&self.inner.layer_locks);
@@ -300,7 +349,7 @@ impl ImageStore {
         };
         let result = {
             let _held = guard.lock().await;
-            self.fetch_layer_locked(remote, layer).await
+            self.fetch_layer_locked(remote, layer, progress).await
         };
         // Waiters hold their own handle on the lock; the next fetch finds the layer unpacked.
         lock(&self.inner.layer_locks).remove(&layer.digest);
@@ -311,14 +360,19 @@ impl ImageStore {
         &self,
         remote: &RemoteImage,
         layer: &Descriptor,
+        progress: &AtomicU64,
     ) -> Result<(), ImageError> {
+        let have = || progress.fetch_add(layer.size.max(0) as u64, Ordering::Relaxed);
         if self.layer_dir(&layer.digest)?.is_dir() {
+            have();
             return Ok(());
         }
         let blob = self.blobs_dir().join(digest::sha256_hex(&layer.digest)?);
-        if !blob.is_file() {
+        if blob.is_file() {
+            have();
+        } else {
             remote
-                .blob_to_file(layer, &self.blobs_dir(), LAYER_BYTES_MAX)
+                .blob_to_file(layer, &self.blobs_dir(), LAYER_BYTES_MAX, progress)
                 .await?;
         }
         let store = self.clone();

@@ -22,6 +22,8 @@ pub struct ResolvedImage {
     pub working_dir: Option<String>,
     /// `uid[:gid]` (numeric only; names are not resolved).
     pub user: Option<String>,
+    /// Compressed size of the config and layers, as the Pulled event reports it.
+    pub size_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,6 +7,7 @@ pub mod container;
 pub mod etc_files;
 pub mod events;
 pub mod image_source;
+pub mod log_gc;
 pub mod logs;
 pub mod node;
 pub mod pleg;
@@ -39,6 +40,16 @@ pub trait Images: Send + Sync {
         reference: &'a str,
         policy: &'a str,
     ) -> BoxFuture<'a, Result<ResolvedImage, String>>;
+
+    /// Whether `ensure` would pull from a registry now (the kubelet then records Pulling).
+    fn will_pull(&self, _reference: &str, _policy: &str) -> bool {
+        false
+    }
+
+    /// Bytes done and total of the pull of `reference` in progress, if one runs.
+    fn pull_progress(&self, _reference: &str) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Pods a node runs at most (more bound pods wait).
@@ -62,6 +73,8 @@ pub struct KubeletConfig {
     pub runtime_version: String,
     /// What pods' resolv.conf says.
     pub dns: etc_files::DnsSettings,
+    /// All containers' logs of this node together, at most (see [`log_gc`]).
+    pub container_logs_max_total_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +145,12 @@ impl Kubelet {
         ));
         pleg.relist().await;
         let relist = tokio::spawn(pleg.clone().run(RELIST_PERIOD, stop.clone()));
+        let log_gc = tokio::spawn(log_gc::run(
+            config.pods_dir.clone(),
+            pleg.clone(),
+            config.container_logs_max_total_bytes,
+            stop.clone(),
+        ));
         let shared = worker::Shared {
             events: events::Recorder::start(api.clone(), &config.node_name),
             api,
@@ -147,6 +166,7 @@ impl Kubelet {
         pod_loop(shared, stop).await;
         heartbeat.abort();
         relist.abort();
+        log_gc.abort();
         Ok(())
     }
 }

@@ -598,7 +598,7 @@ async fn start(
     };
     let reference = spec.image.clone().unwrap_or_default();
     let policy = spec.image_pull_policy.clone().unwrap_or_default();
-    let image = match shared.images.ensure(&reference, &policy).await {
+    let image = match pull_image(shared, &pod.object, name, &reference, &policy).await {
         Ok(image) => image,
         Err(e) => {
             let failures = state.waiting.get(name).map_or(0, |w| w.failures);
@@ -851,5 +851,98 @@ impl Snapshot {
                 .cloned()
                 .collect(),
         }
+    }
+}
+
+/// How often a pull's progress is reported at most (one Event, its message replaced).
+const PULL_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Makes the container's image available, recording Events as the kubelet does: `Pulling`
+/// (its message updated with the bytes done while the pull lasts) and `Pulled` with the time
+/// and size, or `Pulled` "already present" when nothing is pulled.
+async fn pull_image(
+    shared: &Shared,
+    pod: &Value,
+    container: &str,
+    reference: &str,
+    policy: &str,
+) -> Result<super::ResolvedImage, String> {
+    if !shared.images.will_pull(reference, policy) {
+        let image = shared.images.ensure(reference, policy).await?;
+        shared.events.pod(
+            pod,
+            Some(container),
+            "Normal",
+            "Pulled",
+            &format!("Container image {reference:?} already present on machine"),
+        );
+        return Ok(image);
+    }
+    let pulling = format!("Pulling image {reference:?}");
+    shared
+        .events
+        .progress(pod, Some(container), "Pulling", &pulling);
+    let started = std::time::Instant::now();
+    let ensure = shared.images.ensure(reference, policy);
+    tokio::pin!(ensure);
+    let mut ticker = tokio::time::interval(PULL_PROGRESS_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker.tick().await;
+    let mut last: Option<(u64, u64)> = None;
+    let image = loop {
+        tokio::select! {
+            result = &mut ensure => break result?,
+            _ = ticker.tick() => {
+                let progress = shared.images.pull_progress(reference);
+                if let Some((done, total)) = progress.filter(|p| Some(*p) != last) {
+                    shared.events.progress(
+                        pod,
+                        Some(container),
+                        "Pulling",
+                        &pull_progress_message(&pulling, done, total),
+                    );
+                    last = progress;
+                }
+            }
+        }
+    };
+    shared.events.pod(
+        pod,
+        Some(container),
+        "Normal",
+        "Pulled",
+        &pulled_message(reference, started.elapsed(), image.size_bytes),
+    );
+    Ok(image)
+}
+
+/// `Pulling image "x": 12.3 MiB of 40.0 MiB`.
+pub fn pull_progress_message(pulling: &str, done: u64, total: u64) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!("{pulling}: {:.1} MiB of {:.1} MiB", mib(done), mib(total))
+}
+
+/// The kubelet's Pulled message.
+pub fn pulled_message(reference: &str, took: Duration, size_bytes: u64) -> String {
+    format!(
+        "Successfully pulled image {reference:?} in {:.3}s. Image size: {size_bytes} bytes.",
+        took.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_messages() {
+        assert_eq!(
+            pulled_message("reg:5000/a/b:1", Duration::from_millis(1234), 42),
+            "Successfully pulled image \"reg:5000/a/b:1\" in 1.234s. Image size: 42 bytes."
+        );
+        assert_eq!(
+            pull_progress_message("Pulling image \"x\"", 12_900_000, 41_943_040),
+            "Pulling image \"x\": 12.3 MiB of 40.0 MiB"
+        );
     }
 }

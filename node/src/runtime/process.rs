@@ -55,6 +55,13 @@ impl ProcessRuntime {
         })
     }
 
+    /// Log rotation: rotate past `max_bytes`, keep `max_files` files (current included).
+    pub fn with_log_limits(mut self, max_bytes: u64, max_files: u32) -> Self {
+        self.max_log_bytes = max_bytes;
+        self.max_log_files = max_files.max(1);
+        self
+    }
+
     fn sandbox_file(&self, id: &str) -> PathBuf {
         self.state_dir.join("sandboxes").join(format!("{id}.json"))
     }
@@ -168,6 +175,7 @@ impl ProcessRuntime {
             max_log_bytes: self.max_log_bytes,
             max_log_files: self.max_log_files,
             process_mode: true,
+            log_json: false,
         };
         let mut child = Command::new(&self.shim.program)
             .args(&self.shim.args)

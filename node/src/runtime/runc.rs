@@ -63,6 +63,14 @@ impl ShimCommand {
             args: vec!["shim".into()],
         })
     }
+
+    /// Makes the shims write their own log (`shim.log`) as JSON lines.
+    pub fn with_log_format_json(mut self, json: bool) -> Self {
+        if json {
+            self.args.extend(["--log-format".into(), "json".into()]);
+        }
+        self
+    }
 }
 
 /// `sandboxes/<id>.json`.
@@ -348,6 +356,7 @@ impl RuncRuntime {
             max_log_bytes: self.max_log_bytes,
             max_log_files: self.max_log_files,
             process_mode: false,
+            log_json: false,
         };
         let mut child = Command::new(&self.shim.program)
             .args(&self.shim.args)

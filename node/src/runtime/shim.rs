@@ -29,7 +29,7 @@ pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
-pub const DEFAULT_MAX_LOG_FILES: u32 = 2;
+pub const DEFAULT_MAX_LOG_FILES: u32 = 5;
 
 /// File names inside a container's directory.
 pub const STARTED_FILE: &str = "started.json";
@@ -66,6 +66,9 @@ pub struct ShimArgs {
     pub max_log_files: u32,
     /// Run `process.json` as a supervised host process instead of a runc container.
     pub process_mode: bool,
+    /// Write `shim.log` (and argument errors) as JSON lines (`--log-format json`, which the
+    /// node's [`super::ShimCommand`] passes when the node itself logs JSON).
+    pub log_json: bool,
 }
 
 /// `process.json`: the command of a process-runtime container.
@@ -83,7 +86,7 @@ pub const PROCESS_FILE: &str = "process.json";
 impl ShimArgs {
     /// The arguments after `shim`.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--id".into(),
             self.id.clone(),
             "--runc".into(),
@@ -102,7 +105,12 @@ impl ShimArgs {
             self.max_log_files.to_string(),
             "--mode".into(),
             if self.process_mode { "process" } else { "runc" }.into(),
-        ]
+        ];
+        // Only when set: a `--log-format json` the shim command carries must not be undone.
+        if self.log_json {
+            args.extend(["--log-format".into(), "json".into()]);
+        }
+        args
     }
 
     /// The inverse of [`ShimArgs::to_args`].
@@ -117,6 +125,7 @@ impl ShimArgs {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             max_log_files: DEFAULT_MAX_LOG_FILES,
             process_mode: false,
+            log_json: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -139,6 +148,14 @@ impl ShimArgs {
                     parsed.max_log_files = value
                         .parse()
                         .map_err(|_| ShimError::Args(format!("bad --max-log-files {value}")))?
+                }
+                // Given twice when the shim command carries it too: the last one wins.
+                "--log-format" => {
+                    parsed.log_json = match value.as_str() {
+                        "text" => false,
+                        "json" => true,
+                        _ => return Err(ShimError::Args(format!("bad --log-format {value}"))),
+                    }
                 }
                 "--mode" => {
                     parsed.process_mode = match value.as_str() {
@@ -190,7 +207,10 @@ pub fn run_from_args(args: &[String]) -> i32 {
     match ShimArgs::parse(args) {
         Ok(args) => shim_main(args),
         Err(e) => {
-            eprintln!("keelson shim: {e}");
+            let json = args
+                .windows(2)
+                .any(|w| w[0] == "--log-format" && w[1] == "json");
+            eprintln!("{}", log_line(json, "ERROR", &format!("keelson shim: {e}")));
             2
         }
     }
@@ -203,7 +223,10 @@ pub fn shim_main(args: ShimArgs) -> i32 {
     // its death do not reach us. Fails only if we already lead a group (then we are detached).
     let _ = nix::unistd::setsid();
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        shim_log(&args.bundle, &format!("cannot become child subreaper: {e}"));
+        shim_log(
+            args_log(&args),
+            &format!("cannot become child subreaper: {e}"),
+        );
     }
     let result = if args.process_mode {
         run_process(&args)
@@ -213,7 +236,7 @@ pub fn shim_main(args: ShimArgs) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            shim_log(&args.bundle, &e.to_string());
+            shim_log(args_log(&args), &e.to_string());
             1
         }
     }
@@ -530,13 +553,36 @@ fn clone_fd(fd: &OwnedFd) -> Result<OwnedFd, ShimError> {
         .map_err(|e| ShimError::Io(format!("dup: {e}")))
 }
 
-fn shim_log(dir: &Path, message: &str) {
+/// Where and how the shim logs: its bundle directory, JSON or text.
+fn args_log(args: &ShimArgs) -> (&Path, bool) {
+    (&args.bundle, args.log_json)
+}
+
+/// Appends an error line to `shim.log`.
+fn shim_log((dir, json): (&Path, bool), message: &str) {
     if let Ok(mut f) = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(SHIM_LOG_FILE))
     {
-        let _ = writeln!(f, "{} {message}", now_rfc3339());
+        let _ = writeln!(f, "{}", log_line(json, "ERROR", message));
+    }
+}
+
+/// One log line: `<time> <message>`, or a JSON object with `timestamp`, `level`, `message`
+/// and `target` as the node's own JSON log has them.
+pub fn log_line(json: bool, level: &str, message: &str) -> String {
+    let now = now_rfc3339();
+    if json {
+        serde_json::json!({
+            "timestamp": now,
+            "level": level,
+            "message": message,
+            "target": "keelson_shim",
+        })
+        .to_string()
+    } else {
+        format!("{now} {message}")
     }
 }
 
@@ -841,10 +887,31 @@ mod tests {
             max_log_bytes: 123,
             max_log_files: 4,
             process_mode: true,
+            log_json: true,
         };
-        assert_eq!(ShimArgs::parse(&args.to_args()).ok(), Some(args));
+        assert_eq!(ShimArgs::parse(&args.to_args()).ok(), Some(args.clone()));
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
+        // The node's shim command puts `--log-format json` before the runtime's arguments.
+        let text = ShimArgs {
+            log_json: false,
+            ..args.clone()
+        };
+        assert_eq!(ShimArgs::parse(&text.to_args()).ok(), Some(text.clone()));
+        let mut prefixed: Vec<String> = vec!["--log-format".into(), "json".into()];
+        prefixed.extend(text.to_args());
+        assert_eq!(ShimArgs::parse(&prefixed).ok(), Some(args));
+    }
+
+    #[test]
+    fn log_lines_are_text_or_json() {
+        let line = log_line(true, "ERROR", "start failed: \"x\"");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["level"], "ERROR");
+        assert_eq!(value["message"], "start failed: \"x\"");
+        assert!(value["timestamp"].is_string());
+        let text = log_line(false, "ERROR", "boom");
+        assert!(text.ends_with(" boom") && !text.starts_with('{'), "{text}");
     }
 
     #[test]
