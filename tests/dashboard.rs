@@ -169,7 +169,9 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     browser
         .wait_text("#table-note", long, |t| t.contains("pods"))
         .await;
-    browser.execute("window.keelsonMarker = 42; return 1;").await;
+    browser
+        .execute("window.keelsonMarker = 42; return 1;")
+        .await;
     let manifest = cluster.base_dir().join("dashboard.yaml");
     std::fs::write(&manifest, MANIFEST).unwrap();
     let out = Command::new(common::kctl_bin())
@@ -188,7 +190,10 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     browser
         .wait_for(r#"tr[data-key="default/hello"]"#, Duration::from_secs(20))
         .await;
-    eprintln!("the pod appeared on the page {:?} after kctl apply", applied.elapsed());
+    eprintln!(
+        "the pod appeared on the page {:?} after kctl apply",
+        applied.elapsed()
+    );
     browser
         .wait_text(r#"tr[data-key="default/hello"]"#, long, |t| {
             t.contains("Running") && t.contains("dash-")
@@ -208,7 +213,9 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     browser.goto(&format!("{base}/ui/deployments")).await;
     let row = r#"tr[data-key="default/web"]"#;
     browser.wait_text(row, long, |t| t.contains("1/1")).await;
-    let input = browser.wait_for(&format!("{row} input.replicas"), long).await;
+    let input = browser
+        .wait_for(&format!("{row} input.replicas"), long)
+        .await;
     browser.clear(&input).await;
     browser.type_text(&input, "3").await;
     browser

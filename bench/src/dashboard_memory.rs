@@ -76,7 +76,13 @@ fn rss_of(pid: u32) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kb| kb * 1024)
 }
 
@@ -234,7 +240,11 @@ async fn get(
     Ok((code, body))
 }
 
-fn request(api: &ApiTarget, token: &str, path: &str) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+fn request(
+    api: &ApiTarget,
+    token: &str,
+    path: &str,
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     Ok(hyper::Request::builder()
         .uri(path)
         .header("host", api.addr().to_string())
@@ -270,9 +280,7 @@ async fn open_dashboard(
     let mut watch_conn = api.connect().await.map_err(|e| anyhow!(e))?;
     watch_conn.ready().await?;
     let path = format!("/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion={rv}");
-    let response = watch_conn
-        .send_request(request(api, token, &path)?)
-        .await?;
+    let response = watch_conn.send_request(request(api, token, &path)?).await?;
     if response.status().as_u16() != 200 {
         bail!("the dashboard's pod watch answered {}", response.status());
     }
@@ -306,7 +314,10 @@ mod tests {
         );
         assert!(text.contains("50.0 MB"), "{text}");
         assert!(text.contains("(1.20x idle)"), "{text}");
-        assert!(text.contains("(1.50x idle; +15.0 MB over the pods alone)"), "{text}");
+        assert!(
+            text.contains("(1.50x idle; +15.0 MB over the pods alone)"),
+            "{text}"
+        );
         assert!(text.contains("2.5 MB of JSON"), "{text}");
     }
 }

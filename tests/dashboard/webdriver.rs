@@ -201,8 +201,9 @@ impl Session {
             }
             assert!(
                 Instant::now() < deadline,
-                "the text of {css:?} on {} did not become what was expected in {timeout:?}; it is:\n{text}",
-                self.current_url().await
+                "the text of {css:?} on {} did not become what was expected in {timeout:?}; it is:\n{text}\nthe page's text:\n{}",
+                self.current_url().await,
+                self.text("body").await
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -213,11 +214,15 @@ impl Session {
         let Some(e) = self.find(css).await else {
             return String::new();
         };
-        self.call(reqwest::Method::GET, &format!("/element/{}/text", e.0), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{}/text", e.0),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 
     pub async fn click(&self, e: &Element) {

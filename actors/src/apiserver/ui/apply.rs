@@ -76,9 +76,8 @@ fn target(document: &Value) -> Result<Target, String> {
     } else {
         format!("{}.{}", resource.singular, resource.group)
     };
-    let encode = |s: &str| -> String {
-        form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-    };
+    let encode =
+        |s: &str| -> String { form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>() };
     Ok(Target {
         label: format!("{singular}/{name}"),
         path: format!(
@@ -219,6 +218,11 @@ mod tests {
         assert!(documents("a: [").is_err());
         let many = "a: 1\n---\n".repeat(DOCUMENTS_MAX + 1);
         assert!(documents(&many).is_err());
-        assert_eq!(documents(&"a: 1\n---\n".repeat(DOCUMENTS_MAX)).unwrap().len(), DOCUMENTS_MAX);
+        assert_eq!(
+            documents(&"a: 1\n---\n".repeat(DOCUMENTS_MAX))
+                .unwrap()
+                .len(),
+            DOCUMENTS_MAX
+        );
     }
 }

@@ -232,7 +232,10 @@ fn redirect(location: &'static str, cookie: Option<String>) -> Response {
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
     headers.insert(http::header::LOCATION, HeaderValue::from_static(location));
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(http::header::SET_COOKIE, value);
     }
@@ -250,7 +253,10 @@ fn asset_reply(asset: Asset) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -266,7 +272,10 @@ fn html_reply(code: StatusCode, html: &str) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     // Only this origin's script and style; no framing.
     headers.insert(
         "content-security-policy",
@@ -312,7 +321,12 @@ fn head(title: &str) -> String {
 
 fn login_page(error: Option<&str>) -> String {
     let error = error
-        .map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape_html(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" id=\"login-error\">{}</p>",
+                escape_html(e)
+            )
+        })
         .unwrap_or_default();
     format!(
         "{}<body class=\"login\"><main class=\"login-box\">\
@@ -416,12 +430,18 @@ mod tests {
     fn cookie_becomes_a_bearer_token_only_with_the_ui_header() {
         let cookie = "other=1; keelson_ui_token=abc.def; x=y";
         let cases: &[(&[(&str, &str)], Option<&str>)] = &[
-            (&[("cookie", cookie), ("x-keelson-ui", "1")], Some("Bearer abc.def")),
+            (
+                &[("cookie", cookie), ("x-keelson-ui", "1")],
+                Some("Bearer abc.def"),
+            ),
             // A cross-site form cannot add the header: the cookie alone is no credential.
             (&[("cookie", cookie)], None),
             (&[("cookie", cookie), ("x-keelson-ui", "0")], None),
             (&[("x-keelson-ui", "1")], None),
-            (&[("cookie", "keelson_ui_token="), ("x-keelson-ui", "1")], None),
+            (
+                &[("cookie", "keelson_ui_token="), ("x-keelson-ui", "1")],
+                None,
+            ),
             // An explicit Authorization header wins.
             (
                 &[

@@ -20,6 +20,11 @@
   const page = body.dataset.page;
   const content = document.getElementById('content');
   const statusBox = document.getElementById('status');
+  // A fault of this script is shown, not left to the console.
+  window.addEventListener('error', (e) => showStatus('The dashboard failed: ' + e.message));
+  window.addEventListener('unhandledrejection', (e) =>
+    showStatus('The dashboard failed: ' + ((e.reason && e.reason.message) || e.reason)),
+  );
 
   // ---- DOM helpers -------------------------------------------------------------------
 
@@ -37,7 +42,7 @@
   }
 
   function append(parent, children) {
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === undefined || child === null || child === false) continue;
       parent.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -723,6 +728,7 @@
         );
       });
     nodes.replaceChildren(
+      ...[
       el(
         'table',
         { id: 'nodes-table' },
@@ -731,6 +737,7 @@
       ),
       usage ? null : el('p', { class: 'note' }, 'Usage needs the metrics API (metrics.k8s.io), which does not answer.'),
       nodeItems.length > ROWS_MAX ? el('p', { class: 'note' }, 'Showing ' + ROWS_MAX + ' of ' + nodeItems.length + ' nodes.') : null,
+      ].filter(Boolean),
     );
 
     namespaces.replaceChildren(
