@@ -3,6 +3,8 @@
 //! detail, a manifest applied and a pod deleted from the page. Screenshots of each page go to
 //! `$KEELSON_SCREENSHOTS` or `<target>/dashboard-screenshots/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 #[path = "dashboard/webdriver.rs"]
 mod webdriver;

@@ -164,9 +164,15 @@ pub(super) async fn apply(state: &ApiState, req: &ApiRequest) -> Response {
 mod tests {
     use super::*;
 
+    /// A manifest and its label, namespace and path, or the error.
+    type Case<'a> = (
+        &'a str,
+        Result<(&'a str, Option<&'a str>, &'a str), &'a str>,
+    );
+
     #[test]
     fn targets() {
-        let cases: &[(&str, Result<(&str, Option<&str>, &str), &str>)] = &[
+        let cases: &[Case] = &[
             (
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}",
                 Ok((

@@ -429,7 +429,8 @@ mod tests {
     #[test]
     fn cookie_becomes_a_bearer_token_only_with_the_ui_header() {
         let cookie = "other=1; keelson_ui_token=abc.def; x=y";
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 &[("cookie", cookie), ("x-keelson-ui", "1")],
                 Some("Bearer abc.def"),
