@@ -55,19 +55,38 @@ pub(crate) fn report(memory: Memory, pods: usize, dashboards: usize, list_bytes:
             b as f64 / memory.idle as f64
         }
     };
-    format!(
-        "master VmRSS idle (empty cluster):             {:>8.1} MB\n\
-         master VmRSS with {pods} pods stored:          {:>8.1} MB  ({:.2}x idle)\n\
-         master VmRSS with {dashboards} dashboard(s) open on the pods page: {:>8.1} MB  ({:.2}x idle; +{:.1} MB over the pods alone)\n\
-         the pod list the page reads: {:.1} MB of JSON",
-        mb(memory.idle),
-        mb(memory.with_pods),
-        ratio(memory.with_pods),
-        mb(memory.with_dashboards),
-        ratio(memory.with_dashboards),
-        mb(memory.with_dashboards.saturating_sub(memory.with_pods)),
-        list_bytes as f64 / 1e6,
-    )
+    let lines = [
+        (
+            "master VmRSS idle (empty cluster)".to_string(),
+            format!("{:>7.1} MB", mb(memory.idle)),
+        ),
+        (
+            format!("master VmRSS with {pods} pods stored"),
+            format!(
+                "{:>7.1} MB  ({:.2}x idle)",
+                mb(memory.with_pods),
+                ratio(memory.with_pods)
+            ),
+        ),
+        (
+            format!("master VmRSS with {dashboards} dashboard(s) on the pods page"),
+            format!(
+                "{:>7.1} MB  ({:.2}x idle; +{:.1} MB over the pods alone)",
+                mb(memory.with_dashboards),
+                ratio(memory.with_dashboards),
+                mb(memory.with_dashboards.saturating_sub(memory.with_pods))
+            ),
+        ),
+    ];
+    let mut out = String::new();
+    for (label, value) in lines {
+        out.push_str(&format!("{label:<52} {value}\n"));
+    }
+    out.push_str(&format!(
+        "the pod list the page reads: {:.1} MB of JSON",
+        list_bytes as f64 / 1e6
+    ));
+    out
 }
 
 /// VmRSS of a process, in bytes.
