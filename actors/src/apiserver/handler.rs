@@ -15,8 +15,9 @@ use super::route::{route, ResourcePath, Route};
 use super::{list, subresources, watch, ApiState};
 
 /// Answers one request.
-pub(crate) async fn serve(state: ApiState, req: ApiRequest) -> Response {
+pub(crate) async fn serve(state: ApiState, mut req: ApiRequest) -> Response {
     let started = Instant::now();
+    super::ui::cookie_credential(&mut req.headers);
     let (verb, resource, response) = match route(&req.path) {
         Err(e) => (
             "unknown",
@@ -57,6 +58,28 @@ pub(crate) async fn serve(state: ApiState, req: ApiRequest) -> Response {
     response
 }
 
+/// A resource request the dashboard makes on a user's behalf: authentication, forwarding to
+/// the leader and the resource's handler, as for any API request. Only resource paths: the
+/// dashboard's own paths are not served here (they would be served recursively).
+pub(crate) async fn serve_resource(state: &ApiState, req: &ApiRequest) -> Response {
+    let path = match route(&req.path) {
+        Ok(Route::Resource(path)) => path,
+        _ => {
+            return status_reply(&crate::apiserver::not_found_path(format!(
+                "{} names no resource",
+                req.path
+            )))
+        }
+    };
+    if let Err(e) = authorize_request(state, req) {
+        return status_reply(&e);
+    }
+    match super::forward::to_leader(state, req).await {
+        Some(response) => response,
+        None => resource(state, req, &path).await,
+    }
+}
+
 /// The verb and resource a request is counted under.
 fn describe(req: &ApiRequest, route: &Route) -> (&'static str, String) {
     let Route::Resource(path) = route else {
@@ -86,13 +109,21 @@ fn describe(req: &ApiRequest, route: &Route) -> (&'static str, String) {
 ///
 /// There is no RBAC yet: a valid service-account token has the same full access as the admin
 /// token.
+///
+/// The dashboard's pages check its cookie themselves (see `ui`); its cookie stands for a bearer
+/// token on API requests that carry `X-Keelson-UI: 1`.
 fn authorize(state: &ApiState, req: &ApiRequest, route: &Route) -> Result<(), StatusError> {
     if matches!(
         route,
-        Route::Version | Route::Livez | Route::Readyz | Route::Healthz
+        Route::Version | Route::Livez | Route::Readyz | Route::Healthz | Route::Ui
     ) {
         return Ok(());
     }
+    authorize_request(state, req)
+}
+
+/// Checks the request's bearer token.
+pub(crate) fn authorize_request(state: &ApiState, req: &ApiRequest) -> Result<(), StatusError> {
     let token = req
         .header("authorization")
         .and_then(|h| {
@@ -100,6 +131,12 @@ fn authorize(state: &ApiState, req: &ApiRequest, route: &Route) -> Result<(), St
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim);
+    check_token(state, token)
+}
+
+/// Whether `token` is a credential of this cluster (the admin token, a service account's
+/// token, a node's credential).
+pub(crate) fn check_token(state: &ApiState, token: Option<&str>) -> Result<(), StatusError> {
     match token {
         Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => Ok(()),
         Some(token) if state.sa_tokens.lookup(token).is_some() => Ok(()),
@@ -147,6 +184,7 @@ async fn dispatch(state: &ApiState, req: &ApiRequest, route: Route) -> Response 
             .map(|v| (StatusCode::OK, v))
             .ok_or_else(|| crate::apiserver::not_found_path(format!("no OpenAPI document for {group}/{version}"))),
         Route::Cluster => Ok((StatusCode::OK, super::cluster::cluster_info(state).await)),
+        Route::Ui => return super::ui::serve(state, req).await,
         Route::Unknown => Err(crate::apiserver::not_found_path(
             "the server could not find the requested resource".to_string(),
         )),

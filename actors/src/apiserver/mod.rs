@@ -18,6 +18,7 @@ mod services;
 mod storage;
 mod subresources;
 mod tokens;
+mod ui;
 mod watch;
 
 use std::net::SocketAddr;

@@ -34,6 +34,8 @@ pub(crate) enum Route {
     },
     /// `/keelson/v1/cluster`: masters, leader, health.
     Cluster,
+    /// `/ui` and below: the dashboard (it authenticates its pages itself).
+    Ui,
     /// A resource collection, object or subresource.
     Resource(ResourcePath),
     /// A path this server does not serve.
@@ -85,6 +87,7 @@ pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
             version: (*version).to_string(),
         },
         ["keelson", "v1", "cluster"] => Route::Cluster,
+        ["ui", ..] => Route::Ui,
         ["api", version] => Route::ResourceList {
             group: String::new(),
             version: (*version).to_string(),
