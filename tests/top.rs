@@ -141,7 +141,11 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
         if log.text.contains("held") {
             break;
         }
-        assert!(Instant::now() < deadline, "hog never held its memory: {}", log.text);
+        assert!(
+            Instant::now() < deadline,
+            "hog never held its memory: {}",
+            log.text
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -193,14 +197,20 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
             |out| memory_mib(out, "hog").is_some_and(|m| m >= 15) && out.contains("idle"),
         );
         assert!(pods.starts_with("NAME"), "{pods}");
-        assert!(pods.contains("CPU(cores)") && pods.contains("MEMORY(bytes)"), "{pods}");
+        assert!(
+            pods.contains("CPU(cores)") && pods.contains("MEMORY(bytes)"),
+            "{pods}"
+        );
         let nodes = eventually(
             &kctl,
             &kubeconfig,
             home.path(),
             &["top", "nodes"],
             Duration::from_secs(30),
-            |out| out.lines().any(|l| l.starts_with("top1") && !l.contains("<unknown>")),
+            |out| {
+                out.lines()
+                    .any(|l| l.starts_with("top1") && !l.contains("<unknown>"))
+            },
         );
         assert!(nodes.contains("MEMORY(%)"), "{nodes}");
     }
@@ -237,7 +247,10 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
             home.path(),
             &["top", "nodes"],
             Duration::from_secs(30),
-            |out| out.lines().any(|l| l.starts_with("top1") && l.contains('%')),
+            |out| {
+                out.lines()
+                    .any(|l| l.starts_with("top1") && l.contains('%'))
+            },
         );
     }
     let pod = eventually(

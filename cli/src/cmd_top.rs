@@ -121,7 +121,10 @@ impl Use {
 
     pub(crate) fn cpu_text(self) -> String {
         // Rounded up, as kubectl rounds quantities to millicores (less float noise).
-        format!("{}m", (self.cpu_cores * 1000.0 - 1e-6).ceil().max(0.0) as u64)
+        format!(
+            "{}m",
+            (self.cpu_cores * 1000.0 - 1e-6).ceil().max(0.0) as u64
+        )
     }
 
     pub(crate) fn memory_text(self) -> String {
@@ -235,8 +238,12 @@ async fn nodes(session: &mut Session, args: TopNodesArgs) -> anyhow::Result<()> 
     }
     let (metrics, nodes) = match &args.name {
         Some(name) => {
-            let m = get_metrics(session, &format!("{METRICS_ROOT}/nodes/{name}"), &[], true).await?;
-            let node = session.client.get(&format!("/api/v1/nodes/{name}"), &[]).await?;
+            let m =
+                get_metrics(session, &format!("{METRICS_ROOT}/nodes/{name}"), &[], true).await?;
+            let node = session
+                .client
+                .get(&format!("/api/v1/nodes/{name}"), &[])
+                .await?;
             (vec![m], vec![node])
         }
         None => {
@@ -387,7 +394,10 @@ mod tests {
             json!({"metadata": {"name": "n2"}, "status": {"allocatable": {"cpu": "2"}}}),
         ];
         let rows = node_rows(&metrics, &nodes, false);
-        assert_eq!(rows[0], ["n1", "500m", "25%", "1024Mi", "25%"].map(String::from));
+        assert_eq!(
+            rows[0],
+            ["n1", "500m", "25%", "1024Mi", "25%"].map(String::from)
+        );
         assert_eq!(rows[1][1], "<unknown>");
         let rows = node_rows(&metrics, &nodes, true);
         assert_eq!(rows[0][2], "12%");

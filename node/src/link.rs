@@ -129,7 +129,10 @@ pub trait Callbacks: Send + Sync {
     fn logs(&self, request: LogRequest) -> BoxFuture<'static, Result<LogStream, CallbackError>>;
 
     /// The node's and its pods' CPU and memory use (for the metrics API).
-    fn stats(&self, _request: StatsRequest) -> BoxFuture<'static, Result<NodeStats, CallbackError>> {
+    fn stats(
+        &self,
+        _request: StatsRequest,
+    ) -> BoxFuture<'static, Result<NodeStats, CallbackError>> {
         Box::pin(async {
             Err(CallbackError {
                 code: 503,
@@ -761,9 +764,15 @@ async fn serve_stats(
                     body.len()
                 ),
             };
-            (e.code, serde_json::to_vec(&e.to_status()).unwrap_or_default())
+            (
+                e.code,
+                serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+            )
         }
-        Err(e) => (e.code, serde_json::to_vec(&e.to_status()).unwrap_or_default()),
+        Err(e) => (
+            e.code,
+            serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+        ),
     };
     let head = ResponseHead {
         status,

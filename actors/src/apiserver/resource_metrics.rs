@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use keelson_api::node_link::{NodeStats, StatsRequest, Usage, CONNECTED_MASTER_ANNOTATION};
+use keelson_api::object;
 use keelson_api::resources::{self, METRICS_GROUP, METRICS_VERSION};
 use keelson_api::status::StatusError;
-use keelson_api::object;
 use keelson_raft::Consistency;
 use serde_json::{json, Value};
 use warp::reply::Response;
@@ -487,11 +487,12 @@ mod tests {
         assert_eq!(metrics["metadata"]["labels"]["a"], "b");
         assert_eq!(metrics["timestamp"], "2027-01-15T08:00:00Z");
         assert_eq!(metrics["window"], "10s");
-        assert_eq!(metrics["usage"], json!({"cpu": "2000000n", "memory": "4Ki"}));
+        assert_eq!(
+            metrics["usage"],
+            json!({"cpu": "2000000n", "memory": "4Ki"})
+        );
 
-        let pod = |uid: &str, name: &str| {
-            json!({"metadata": {"name": name, "namespace": "default", "uid": uid, "labels": {"app": "web"}}})
-        };
+        let pod = |uid: &str, name: &str| json!({"metadata": {"name": name, "namespace": "default", "uid": uid, "labels": {"app": "web"}}});
         let metrics = pod_metrics(&pod("u1", "web"), &stats, "now").unwrap();
         assert_eq!(metrics["kind"], "PodMetrics");
         assert_eq!(metrics["metadata"]["namespace"], "default");

@@ -71,7 +71,10 @@ impl Registry {
         what: &str,
     ) -> Result<(SendStream, RecvStream), StatusError> {
         let unavailable = |e: String| {
-            StatusError::service_unavailable(format!("cannot ask node {node} for {what}: {e}"), Some(1))
+            StatusError::service_unavailable(
+                format!("cannot ask node {node} for {what}: {e}"),
+                Some(1),
+            )
         };
         let (mut send, mut recv) = conn
             .open_bi()

@@ -108,7 +108,11 @@ impl Kubelet {
     /// Where the metrics API's CPU and memory use of this node's pods comes from (its
     /// periodic sampling runs with [`stats::StatsSource::run`]).
     pub fn stats_source(&self) -> stats::StatsSource {
-        stats::StatsSource::new(&self.config.node_name, self.pleg.clone(), self.runtime.clone())
+        stats::StatsSource::new(
+            &self.config.node_name,
+            self.pleg.clone(),
+            self.runtime.clone(),
+        )
     }
 
     /// Runs until `stop`; containers keep running after it returns (a new kubelet adopts

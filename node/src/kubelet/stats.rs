@@ -137,10 +137,14 @@ pub fn proc_stat_busy_nanos(text: &str) -> Option<u64> {
 /// The node's memory working set from `/proc/meminfo`: MemTotal − MemAvailable, in bytes.
 pub fn meminfo_working_set_bytes(text: &str) -> Option<u64> {
     let field = |name: &str| -> Option<u64> {
-        let line = text
-            .lines()
-            .find(|l| l.split(':').next() == Some(name))?;
-        let kib: u64 = line.split(':').nth(1)?.split_whitespace().next()?.parse().ok()?;
+        let line = text.lines().find(|l| l.split(':').next() == Some(name))?;
+        let kib: u64 = line
+            .split(':')
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
         Some(kib.saturating_mul(1024))
     };
     Some(field("MemTotal")?.saturating_sub(field("MemAvailable")?))
@@ -286,7 +290,9 @@ impl StatsSource {
                     complete &= tracker.has_rate(&c.id);
                 }
                 // It may have just exited; it is left out.
-                Err(e) => tracing::debug!(id = %c.id, error = %e, "cannot read a container's usage"),
+                Err(e) => {
+                    tracing::debug!(id = %c.id, error = %e, "cannot read a container's usage")
+                }
             }
         }
         let keep = running.iter().map(|c| c.id.clone()).collect();
@@ -347,12 +353,20 @@ mod tests {
             ),
             // A sample under WINDOW_MIN after the last is ignored.
             (
-                &[(0, 0, 1), (2_000, 2_000_000_000, 2), (2_500, 9_000_000_000, 3)],
+                &[
+                    (0, 0, 1),
+                    (2_000, 2_000_000_000, 2),
+                    (2_500, 9_000_000_000, 3),
+                ],
                 Some((1_000_000_000, 2_000, 2)),
             ),
             // Only the last two count.
             (
-                &[(0, 0, 1), (1_000, 1_000_000_000, 2), (5_000, 1_000_000_000, 3)],
+                &[
+                    (0, 0, 1),
+                    (1_000, 1_000_000_000, 2),
+                    (5_000, 1_000_000_000, 3),
+                ],
                 Some((0, 4_000, 3)),
             ),
             // A counter that goes backwards starts over.
