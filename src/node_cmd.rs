@@ -408,9 +408,14 @@ pub(crate) async fn run_until(args: NodeArgs, stop: watch::Receiver<bool>) -> an
         }
     }
     let kubelet = Kubelet::new(api, runtime, Arc::new(images), config);
+    let stats = kubelet.stats_source();
+    tokio::spawn(stats.clone().run(stop.clone()));
     if let Some(link) = &link {
-        link.set_callbacks(Arc::new(kubelet::serve_logs::LogCallbacks {
-            source: kubelet.log_source(),
+        link.set_callbacks(Arc::new(kubelet::callbacks::KubeletCallbacks {
+            logs: kubelet::serve_logs::LogCallbacks {
+                source: kubelet.log_source(),
+            },
+            stats,
         }));
     }
     tracing::info!(node = %args.name, "kubelet running");

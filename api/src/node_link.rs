@@ -5,7 +5,8 @@
 //! Streams: the node's first stream carries a [`Hello`] answered by a [`Welcome`]; then one
 //! bidirectional stream per API request: [`Request`] → [`ResponseHead`], [`Chunk`]*, finish (a
 //! watch is a request whose body streams until either side ends it). The master opens
-//! streams on the node's connection for callbacks: [`Callback`] → [`ResponseHead`], [`Chunk`]*.
+//! streams on the node's connection for callbacks: [`Callback`] → [`ResponseHead`], [`Chunk`]*
+//! (a pod's log as text, or the node's [`NodeStats`] as JSON).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,56 @@ pub struct Chunk(pub Vec<u8>);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Callback {
     Logs(LogRequest),
+    /// The node's and its pods' CPU and memory use (answered with [`NodeStats`] as JSON).
+    Stats(StatsRequest),
+}
+
+/// The most bytes of a node's [`NodeStats`] answer a master reads.
+pub const STATS_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The most containers a node reports in one [`NodeStats`].
+pub const STATS_CONTAINERS_MAX: usize = 4096;
+
+/// What a master asks a node's stats for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRequest {
+    /// Only pods of this namespace (empty: every pod).
+    pub namespace: String,
+}
+
+/// CPU and memory use of a node and of the containers of its pods, as the kubelet's summary
+/// API gives metrics-server: CPU as a rate over a window between two cumulative samples,
+/// memory as the working set (usage minus inactive file pages) at the sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node: String,
+    pub usage: Usage,
+    pub pods: Vec<PodStats>,
+}
+
+/// One measurement: when it was taken, the window its CPU rate covers, the values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// When the (last) sample was taken, milliseconds since the Unix epoch.
+    pub timestamp_unix_ms: i64,
+    /// The time between the two samples the CPU rate comes from.
+    pub window_ms: u64,
+    /// CPU in billionths of a core.
+    pub cpu_nanocores: u64,
+    pub memory_working_set_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStats {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub containers: Vec<ContainerStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub name: String,
+    pub usage: Usage,
 }
 
 /// `pods/NAME/log`, as the API's query parameters say.
@@ -326,6 +377,9 @@ mod tests {
             pod: "p".into(),
             tail_lines: Some(10),
             ..LogRequest::default()
+        }));
+        round_trip(Callback::Stats(StatsRequest {
+            namespace: "ns".into(),
         }));
     }
 

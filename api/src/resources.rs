@@ -268,6 +268,45 @@ pub static RESOURCES: &[Resource] = &[
     },
 ];
 
+/// The group and version of the resource metrics API (metrics-server's).
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+pub const METRICS_VERSION: &str = "v1beta1";
+const VERBS_GET_LIST: &[&str] = &["get", "list"];
+
+/// The resource metrics API: listed by discovery (so `kubectl top` finds it) but not stored
+/// (no OpenAPI document, not a kind `find` resolves): the API server asks the nodes.
+pub static METRICS_RESOURCES: &[Resource] = &[
+    Resource {
+        group: METRICS_GROUP,
+        version: METRICS_VERSION,
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        short_names: &[],
+        namespaced: false,
+        verbs: VERBS_GET_LIST,
+        categories: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: METRICS_GROUP,
+        version: METRICS_VERSION,
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        short_names: &[],
+        namespaced: true,
+        verbs: VERBS_GET_LIST,
+        categories: &[],
+        subresources: &[],
+    },
+];
+
+/// Every resource discovery lists: the stored ones, then the metrics API's.
+fn discovered() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().chain(METRICS_RESOURCES)
+}
+
 impl Resource {
     /// `v1` for core, `group/version` otherwise.
     pub fn api_version(&self) -> String {
@@ -355,7 +394,7 @@ pub fn find_by_name(name: &str) -> Option<&'static Resource> {
 /// The groups other than core that Keelson serves, in order.
 fn groups() -> Vec<&'static str> {
     let mut groups: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in discovered() {
         if !r.group.is_empty() && !groups.contains(&r.group) {
             groups.push(r.group);
         }
@@ -391,7 +430,7 @@ pub fn api_group_list() -> Value {
 pub fn api_group(group: &str) -> Value {
     let versions: Vec<&str> = {
         let mut versions = Vec::new();
-        for r in RESOURCES.iter().filter(|r| r.group == group) {
+        for r in discovered().filter(|r| r.group == group) {
             if !versions.contains(&r.version) {
                 versions.push(r.version);
             }
@@ -414,17 +453,14 @@ pub fn api_group(group: &str) -> Value {
 
 /// Whether `group` is served (core counts as served).
 pub fn serves_group(group: &str) -> bool {
-    RESOURCES.iter().any(|r| r.group == group)
+    discovered().any(|r| r.group == group)
 }
 
 /// `GET /api/v1` or `GET /apis/{group}/{version}`: the `APIResourceList` with every
 /// resource and subresource, sorted by name; `None` when the group/version is not served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut entries: Vec<(String, Value)> = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in discovered().filter(|r| r.group == group && r.version == version) {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -698,7 +734,7 @@ mod tests {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["apps", "coordination.k8s.io"]);
+        assert_eq!(names, ["apps", "coordination.k8s.io", "metrics.k8s.io"]);
         assert_eq!(
             groups["groups"][0]["preferredVersion"]["groupVersion"],
             "apps/v1"
@@ -759,6 +795,19 @@ mod tests {
         );
         assert!(api_resource_list("batch", "v1").is_none());
         assert!(api_resource_list("apps", "v2").is_none());
+
+        // The metrics API is discovered (kubectl top looks for it) but not stored.
+        let metrics = api_resource_list(METRICS_GROUP, METRICS_VERSION).unwrap();
+        assert_eq!(metrics["groupVersion"], "metrics.k8s.io/v1beta1");
+        assert_eq!(by_name(&metrics, "pods")["kind"], "PodMetrics");
+        assert_eq!(by_name(&metrics, "pods")["namespaced"], true);
+        assert_eq!(by_name(&metrics, "nodes")["verbs"], json!(["get", "list"]));
+        assert_eq!(
+            api_group(METRICS_GROUP)["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1beta1"
+        );
+        assert!(find(METRICS_GROUP, METRICS_VERSION, "pods").is_none());
+        assert!(openapi_v3_document(METRICS_GROUP, METRICS_VERSION).is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod cmd_label;
 mod cmd_logs;
 mod cmd_rollout;
 mod cmd_scale;
+mod cmd_top;
 mod cmd_wait;
 mod describe;
 mod discovery;
@@ -77,6 +78,9 @@ enum Command {
     Label(cmd_label::LabelArgs),
     /// Print the logs of a container
     Logs(cmd_logs::LogsArgs),
+    /// Display CPU and memory use of nodes or pods (the metrics.k8s.io API)
+    #[command(subcommand)]
+    Top(cmd_top::TopCommand),
     /// Edit a resource in $KUBE_EDITOR or $EDITOR
     Edit(cmd_edit::EditArgs),
     /// Print the resource types the server supports
@@ -127,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Label(args) => cmd_label::run(&mut session, args).await,
         Command::Rollout(command) => cmd_rollout::run(&mut session, command).await,
         Command::Logs(args) => cmd_logs::run(&mut session, args).await,
+        Command::Top(command) => cmd_top::run(&mut session, command).await,
         Command::Edit(args) => cmd_edit::run(&mut session, args).await,
         Command::ApiResources(args) => cmd_info::api_resources(&mut session, args).await,
         Command::Cluster(command) => cmd_cluster::run(&mut session, command).await,

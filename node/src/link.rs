@@ -1,6 +1,7 @@
 //! The node's QUIC link to the masters: one connection at a time to one of them, failing over
 //! to the next on failure; one stream per API request (a watch streams its body); callbacks
-//! the master opens on the connection (a pod's logs) are served by a [`Callbacks`].
+//! the master opens on the connection (a pod's logs, the node's resource use) are served by a
+//! [`Callbacks`].
 //!
 //! First contact uses the join token `K10<ca sha256>::<secret>`: the node fetches the CA
 //! without verifying the server, checks the CA against the token's hash, saves it as
@@ -17,7 +18,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use keelson_api::node_link::{
     close_code, decode_body, encode_frame, frame_len, hex, Callback, Chunk, Hello, JoinToken,
-    Request, ResponseHead, Welcome, CHUNK_BYTES_MAX, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
+    NodeStats, Request, ResponseHead, StatsRequest, Welcome, CHUNK_BYTES_MAX, FRAME_BYTES_MAX,
+    FRAME_HEADER_BYTES, STATS_BYTES_MAX,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use serde::de::DeserializeOwned;
@@ -125,6 +127,20 @@ pub type LogStream = Pin<Box<dyn futures::Stream<Item = std::io::Result<Vec<u8>>
 /// What the node serves the masters (the kubelet implements it).
 pub trait Callbacks: Send + Sync {
     fn logs(&self, request: LogRequest) -> BoxFuture<'static, Result<LogStream, CallbackError>>;
+
+    /// The node's and its pods' CPU and memory use (for the metrics API).
+    fn stats(
+        &self,
+        _request: StatsRequest,
+    ) -> BoxFuture<'static, Result<NodeStats, CallbackError>> {
+        Box::pin(async {
+            Err(CallbackError {
+                code: 503,
+                reason: "ServiceUnavailable".to_string(),
+                message: "this node serves no resource metrics".to_string(),
+            })
+        })
+    }
 }
 
 /// The link; clones share the connection.
@@ -663,7 +679,10 @@ async fn serve_callback(
     let callback: Callback = read_frame(&mut recv, HELLO_BYTES_MAX)
         .await?
         .ok_or_else(|| "the master ended the callback stream".to_string())?;
-    let Callback::Logs(request) = callback;
+    let request = match callback {
+        Callback::Logs(request) => request,
+        Callback::Stats(request) => return serve_stats(callbacks, request, send).await,
+    };
     let answer = match callbacks {
         Some(callbacks) => callbacks.logs(request).await,
         None => Err(CallbackError {
@@ -709,6 +728,59 @@ async fn serve_callback(
                 }
             }
         }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Answers a stats callback: the [`NodeStats`] as one JSON body, in chunks.
+async fn serve_stats(
+    callbacks: Option<Arc<dyn Callbacks>>,
+    request: StatsRequest,
+    mut send: SendStream,
+) -> Result<(), String> {
+    let answer = match callbacks {
+        Some(callbacks) => callbacks.stats(request).await,
+        None => Err(CallbackError {
+            code: 503,
+            reason: "ServiceUnavailable".to_string(),
+            message: "this node serves no resource metrics".to_string(),
+        }),
+    };
+    let (status, body) = match answer.and_then(|stats| {
+        serde_json::to_vec(&stats).map_err(|e| CallbackError {
+            code: 500,
+            reason: "InternalError".to_string(),
+            message: format!("cannot encode the stats: {e}"),
+        })
+    }) {
+        Ok(body) if body.len() <= STATS_BYTES_MAX => (200, body),
+        Ok(body) => {
+            let e = CallbackError {
+                code: 500,
+                reason: "InternalError".to_string(),
+                message: format!(
+                    "the stats take {} bytes, over the limit of {STATS_BYTES_MAX}",
+                    body.len()
+                ),
+            };
+            (
+                e.code,
+                serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+            )
+        }
+        Err(e) => (
+            e.code,
+            serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+        ),
+    };
+    let head = ResponseHead {
+        status,
+        content_type: "application/json".to_string(),
+    };
+    write_frame(&mut send, &head).await?;
+    for piece in body.chunks(CHUNK_BYTES_MAX) {
+        write_frame(&mut send, &Chunk(piece.to_vec())).await?;
     }
     let _ = send.finish();
     Ok(())

@@ -183,6 +183,38 @@ pub(crate) async fn log_to_master(
     Some(Ok(super::request::stream_reply(code, content_type, body)))
 }
 
+/// GETs `path_and_query` from the API of `master` with the client's authorization (marked
+/// forwarded); the body of a 200 answer, else `None` (unreachable, too slow, an error).
+pub(crate) async fn get_from_master(
+    state: &ApiState,
+    req: &ApiRequest,
+    master: &str,
+    path_and_query: &str,
+    timeout: Duration,
+) -> Option<Bytes> {
+    let client = state.forward_client.as_ref()?;
+    let base = master_api(state, master).await?;
+    let mut request = client
+        .get(format!("{base}{path_and_query}"))
+        .timeout(timeout)
+        .header(FORWARDED_HEADER, state.name.as_str());
+    if let Some(value) = req.headers.get("authorization") {
+        request = request.header("authorization", value.clone());
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(%master, error = %e, "cannot ask another master");
+            return None;
+        }
+    };
+    if response.status() != reqwest::StatusCode::OK {
+        tracing::debug!(%master, status = %response.status(), "another master refused a request");
+        return None;
+    }
+    read_limited(response).await.ok()
+}
+
 async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {

@@ -185,6 +185,12 @@ async fn dispatch(state: &ApiState, req: &ApiRequest, route: Route) -> Response 
             .ok_or_else(|| crate::apiserver::not_found_path(format!("no OpenAPI document for {group}/{version}"))),
         Route::Cluster => Ok((StatusCode::OK, super::cluster::cluster_info(state).await)),
         Route::Ui => return super::ui::serve(state, req).await,
+        Route::NodeStats(node) => {
+            return super::resource_metrics::node_stats_here(state, req, &node).await
+        }
+        Route::ResourceMetrics(path) => {
+            return super::resource_metrics::serve(state, req, &path).await
+        }
         Route::Unknown => Err(crate::apiserver::not_found_path(
             "the server could not find the requested resource".to_string(),
         )),

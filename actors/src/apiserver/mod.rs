@@ -13,6 +13,7 @@ mod namespaces;
 mod objects;
 mod ranges;
 mod request;
+mod resource_metrics;
 mod route;
 mod services;
 mod storage;

@@ -36,6 +36,11 @@ pub(crate) enum Route {
     Cluster,
     /// `/ui` and below: the dashboard (it authenticates its pages itself).
     Ui,
+    /// `/keelson/v1/nodes/{name}/stats`: a node's resource use, from this master's link to it
+    /// (what masters ask each other for the metrics API).
+    NodeStats(String),
+    /// `/apis/metrics.k8s.io/v1beta1/...`: NodeMetrics and PodMetrics.
+    ResourceMetrics(MetricsPath),
     /// A resource collection, object or subresource.
     Resource(ResourcePath),
     /// A path this server does not serve.
@@ -53,6 +58,18 @@ pub(crate) struct ResourcePath {
     pub(crate) subresource: Option<String>,
     /// The legacy `/watch/` path form.
     pub(crate) watch: bool,
+}
+
+/// What a metrics API path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MetricsPath {
+    /// `nodes`, `nodes/{name}`.
+    Nodes { name: Option<String> },
+    /// `pods` (every namespace), `namespaces/{ns}/pods`, `namespaces/{ns}/pods/{name}`.
+    Pods {
+        namespace: Option<String>,
+        name: Option<String>,
+    },
 }
 
 /// Why a path names a group version but not something in it.
@@ -88,6 +105,9 @@ pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
         },
         ["keelson", "v1", "cluster"] => Route::Cluster,
         ["ui", ..] => Route::Ui,
+        ["keelson", "v1", "nodes", name, "stats"] if !name.is_empty() => {
+            Route::NodeStats((*name).to_string())
+        }
         ["api", version] => Route::ResourceList {
             group: String::new(),
             version: (*version).to_string(),
@@ -96,11 +116,43 @@ pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
             group: (*group).to_string(),
             version: (*version).to_string(),
         },
+        ["apis", resources::METRICS_GROUP, resources::METRICS_VERSION, rest @ ..] => {
+            Route::ResourceMetrics(metrics_route(rest)?)
+        }
         ["api", version, rest @ ..] => resource_route("", version, rest)?,
         ["apis", group, version, rest @ ..] => resource_route(group, version, rest)?,
         _ => Route::Unknown,
     };
     Ok(route)
+}
+
+fn metrics_route(rest: &[&str]) -> Result<MetricsPath, RouteError> {
+    let name = |s: &&str| -> Result<String, RouteError> {
+        if s.is_empty() {
+            Err(RouteError::NotFound)
+        } else {
+            Ok((*s).to_string())
+        }
+    };
+    Ok(match rest {
+        ["nodes"] => MetricsPath::Nodes { name: None },
+        ["nodes", node] => MetricsPath::Nodes {
+            name: Some(name(node)?),
+        },
+        ["pods"] => MetricsPath::Pods {
+            namespace: None,
+            name: None,
+        },
+        ["namespaces", ns, "pods"] => MetricsPath::Pods {
+            namespace: Some(name(ns)?),
+            name: None,
+        },
+        ["namespaces", ns, "pods", pod] => MetricsPath::Pods {
+            namespace: Some(name(ns)?),
+            name: Some(name(pod)?),
+        },
+        _ => return Err(RouteError::NotFound),
+    })
 }
 
 fn resource_route(group: &str, version: &str, rest: &[&str]) -> Result<Route, RouteError> {
@@ -233,6 +285,64 @@ mod tests {
 
         let r = resource("/api/v1/nodes/n1");
         assert_eq!(r.name.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn metrics_api_paths() {
+        let metrics = |path: &str| match route(path) {
+            Ok(Route::ResourceMetrics(m)) => Some(m),
+            _ => None,
+        };
+        let cases: &[(&str, Option<MetricsPath>)] = &[
+            (
+                "/apis/metrics.k8s.io/v1beta1/nodes",
+                Some(MetricsPath::Nodes { name: None }),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/nodes/n1",
+                Some(MetricsPath::Nodes {
+                    name: Some("n1".into()),
+                }),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                Some(MetricsPath::Pods {
+                    namespace: None,
+                    name: None,
+                }),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+                Some(MetricsPath::Pods {
+                    namespace: Some("default".into()),
+                    name: None,
+                }),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+                Some(MetricsPath::Pods {
+                    namespace: Some("default".into()),
+                    name: Some("web".into()),
+                }),
+            ),
+            ("/apis/metrics.k8s.io/v1beta1/namespaces/default", None),
+            ("/apis/metrics.k8s.io/v1beta1/pods/web", None),
+            ("/apis/metrics.k8s.io/v1beta1/nodes/n1/status", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(metrics(path), *want, "{path}");
+        }
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1").unwrap(),
+            Route::ResourceList {
+                group: "metrics.k8s.io".into(),
+                version: "v1beta1".into()
+            }
+        );
+        assert_eq!(
+            route("/keelson/v1/nodes/n1/stats").unwrap(),
+            Route::NodeStats("n1".into())
+        );
     }
 
     #[test]

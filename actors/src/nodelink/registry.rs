@@ -1,14 +1,17 @@
 //! The nodes connected to this master, and the callbacks the master opens on their
-//! connections (a pod's logs).
+//! connections (a pod's logs, the node's resource use).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keelson_api::node_link::{Callback, Chunk, LogRequest, ResponseHead, FRAME_BYTES_MAX};
+use keelson_api::node_link::{
+    Callback, Chunk, LogRequest, NodeStats, ResponseHead, StatsRequest, FRAME_BYTES_MAX,
+    STATS_BYTES_MAX,
+};
 use keelson_api::status::StatusError;
-use quinn::Connection;
+use quinn::{Connection, RecvStream, SendStream};
 
 use super::{read_frame, write_frame};
 
@@ -59,18 +62,17 @@ impl Registry {
             .cloned()
     }
 
-    /// Asks `node` for a pod's logs: `Ok(None)` when the node is not connected here.
-    pub(crate) async fn logs(
-        &self,
+    /// Opens a callback stream on `conn` and reads the node's answer head; an error answer
+    /// becomes the node's `Status` (or one naming what went wrong).
+    async fn open_callback(
+        conn: &Connection,
         node: &str,
-        request: LogRequest,
-    ) -> Result<Option<LogChunks>, StatusError> {
-        let Some(conn) = self.get(node) else {
-            return Ok(None);
-        };
+        callback: &Callback,
+        what: &str,
+    ) -> Result<(SendStream, RecvStream), StatusError> {
         let unavailable = |e: String| {
             StatusError::service_unavailable(
-                format!("cannot ask node {node} for the logs: {e}"),
+                format!("cannot ask node {node} for {what}: {e}"),
                 Some(1),
             )
         };
@@ -78,7 +80,7 @@ impl Registry {
             .open_bi()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        write_frame(&mut send, &Callback::Logs(request))
+        write_frame(&mut send, callback)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let _ = send.finish();
@@ -113,6 +115,62 @@ impl Registry {
                 )
             }));
         }
+        Ok((send, recv))
+    }
+
+    /// Asks `node` for its and its pods' resource use: `Ok(None)` when the node is not
+    /// connected here. The caller bounds the time it waits.
+    pub(crate) async fn stats(
+        &self,
+        node: &str,
+        request: StatsRequest,
+    ) -> Result<Option<NodeStats>, StatusError> {
+        let Some(conn) = self.get(node) else {
+            return Ok(None);
+        };
+        let what = "its resource use";
+        let (_send, mut recv) =
+            Self::open_callback(&conn, node, &Callback::Stats(request), what).await?;
+        let mut body = Vec::new();
+        loop {
+            match read_frame::<Chunk>(&mut recv, FRAME_BYTES_MAX).await {
+                Ok(Some(Chunk(chunk))) => {
+                    if body.len() + chunk.len() > STATS_BYTES_MAX {
+                        return Err(StatusError::service_unavailable(
+                            format!("node {node} sent more than {STATS_BYTES_MAX} bytes of stats"),
+                            Some(1),
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(StatusError::service_unavailable(
+                        format!("cannot read the stats of node {node}: {e}"),
+                        Some(1),
+                    ))
+                }
+            }
+        }
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            StatusError::service_unavailable(
+                format!("node {node} sent stats that cannot be decoded: {e}"),
+                Some(1),
+            )
+        })
+    }
+
+    /// Asks `node` for a pod's logs: `Ok(None)` when the node is not connected here.
+    pub(crate) async fn logs(
+        &self,
+        node: &str,
+        request: LogRequest,
+    ) -> Result<Option<LogChunks>, StatusError> {
+        let Some(conn) = self.get(node) else {
+            return Ok(None);
+        };
+        let (send, recv) =
+            Self::open_callback(&conn, node, &Callback::Logs(request), "the logs").await?;
         let chunks = futures::stream::unfold((recv, send), |(mut recv, send)| async move {
             match read_frame::<Chunk>(&mut recv, FRAME_BYTES_MAX).await {
                 Ok(Some(Chunk(chunk))) => Some((Ok(Bytes::from(chunk)), (recv, send))),

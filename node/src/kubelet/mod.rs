@@ -3,6 +3,7 @@
 //! decisions are the pure `sync.rs`. The runtime's state is relisted by `pleg.rs`; after a
 //! restart the kubelet adopts what the runtime holds and cleans up what no pod owns.
 
+pub mod callbacks;
 pub mod container;
 pub mod etc_files;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod pleg;
 pub mod probe;
 pub mod serve_logs;
+pub mod stats;
 pub mod sync;
 pub mod volumes;
 pub mod worker;
@@ -117,6 +119,16 @@ impl Kubelet {
         LogSource {
             pleg: self.pleg.clone(),
         }
+    }
+
+    /// Where the metrics API's CPU and memory use of this node's pods comes from (its
+    /// periodic sampling runs with [`stats::StatsSource::run`]).
+    pub fn stats_source(&self) -> stats::StatsSource {
+        stats::StatsSource::new(
+            &self.config.node_name,
+            self.pleg.clone(),
+            self.runtime.clone(),
+        )
     }
 
     /// Runs until `stop`; containers keep running after it returns (a new kubelet adopts

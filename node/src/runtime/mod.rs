@@ -10,6 +10,7 @@
 //! and container, running or exited, with the labels given when it was created.
 
 pub mod metered;
+pub mod cgroup;
 pub mod oci;
 pub mod process;
 pub mod runc;

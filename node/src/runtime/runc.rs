@@ -603,24 +603,23 @@ impl RuncRuntime {
         let rel = rel.trim_start_matches('/');
         let root = Path::new(CGROUP_ROOT);
         let read = |p: PathBuf| fs::read_to_string(&p).map_err(|e| io("read cgroup", e));
+        let malformed = || RuntimeError::Io(format!("the cgroup of {id} has unreadable numbers"));
         if root.join("cgroup.controllers").exists() {
             let dir = root.join(rel);
-            let current = parse_u64(&read(dir.join("memory.current"))?);
-            let stat = read(dir.join("memory.stat"))?;
-            let cpu = read(dir.join("cpu.stat"))?;
-            Ok(Usage {
-                cpu_usage_nanos: stat_value(&cpu, "usage_usec").saturating_mul(1000),
-                memory_bytes: current.saturating_sub(stat_value(&stat, "inactive_file")),
-            })
+            super::cgroup::usage_v2(
+                &read(dir.join("memory.current"))?,
+                &read(dir.join("memory.stat"))?,
+                &read(dir.join("cpu.stat"))?,
+            )
+            .ok_or_else(malformed)
         } else {
             let mem = root.join("memory").join(rel);
-            let usage = parse_u64(&read(mem.join("memory.usage_in_bytes"))?);
-            let stat = read(mem.join("memory.stat"))?;
-            let cpu = parse_u64(&read(root.join("cpuacct").join(rel).join("cpuacct.usage"))?);
-            Ok(Usage {
-                cpu_usage_nanos: cpu,
-                memory_bytes: usage.saturating_sub(stat_value(&stat, "total_inactive_file")),
-            })
+            super::cgroup::usage_v1(
+                &read(mem.join("memory.usage_in_bytes"))?,
+                &read(mem.join("memory.stat"))?,
+                &read(root.join("cpuacct").join(rel).join("cpuacct.usage"))?,
+            )
+            .ok_or_else(malformed)
         }
     }
 }
@@ -741,10 +740,6 @@ pub fn stat_value(stat: &str, key: &str) -> u64 {
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0)
-}
-
-pub(super) fn parse_u64(s: &str) -> u64 {
-    s.trim().parse().unwrap_or(0)
 }
 
 pub(super) fn exit_code(status: &std::process::ExitStatus) -> i32 {
