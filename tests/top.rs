@@ -111,7 +111,9 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
     for (name, script) in [
         (
             "hog",
-            "x=$(head -c 20000000 /dev/zero | tr '\\0' a); echo held; sleep 3600",
+            // `sleep` is not the script's last command, or the shell would exec it and
+            // free the variable.
+            "x=$(head -c 20000000 /dev/zero | tr '\\0' a); echo held; sleep 3600; echo ${#x}",
         ),
         ("idle", "sleep 3600"),
     ] {
@@ -150,18 +152,27 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
     }
 
     // Phase 2: the API answers metrics-server's objects.
-    let reply = api
-        .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/hog")
-        .await;
-    assert_eq!(reply.code, 200, "{}", reply.text);
-    assert_eq!(reply.body["kind"], "PodMetrics");
-    assert_eq!(reply.body["containers"][0]["name"], "main");
-    let memory = reply.body["containers"][0]["usage"]["memory"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let kib: u64 = memory.trim_end_matches("Ki").parse().unwrap_or(0);
-    assert!(kib * 1024 >= 15_000_000, "hog's memory is {memory}");
+    // Nodes sample every 10 s (as metrics-server's resolution): the sample taken before the
+    // variable was filled may still be the latest for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let reply = api
+            .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/hog")
+            .await;
+        assert_eq!(reply.code, 200, "{}", reply.text);
+        assert_eq!(reply.body["kind"], "PodMetrics");
+        assert_eq!(reply.body["containers"][0]["name"], "main");
+        let memory = reply.body["containers"][0]["usage"]["memory"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let kib: u64 = memory.trim_end_matches("Ki").parse().unwrap_or(0);
+        if kib * 1024 >= 15_000_000 {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "hog's memory is {memory}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(reply.body["window"].as_str().unwrap().ends_with('s'));
     let reply = api
         .get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Didle")

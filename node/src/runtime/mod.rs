@@ -9,8 +9,8 @@
 //! node process adopts what the previous one started: [`Runtime::list`] reports every sandbox
 //! and container, running or exited, with the labels given when it was created.
 
-pub mod metered;
 pub mod cgroup;
+pub mod metered;
 pub mod oci;
 pub mod process;
 pub mod runc;
