@@ -46,10 +46,13 @@ pub fn usage_v2(memory_current: &str, memory_stat: &str, cpu_stat: &str) -> Opti
 mod tests {
     use super::*;
 
+    /// Three files' contents and the (cpu ns, memory bytes) expected from them.
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<(u64, u64)>);
+
     #[test]
     fn cgroup_v1_files_give_cpu_and_working_set() {
         let stat = "cache 10\ninactive_file 100\ntotal_cache 10\ntotal_inactive_file 4096\n";
-        let cases: &[(&str, &str, &str, Option<(u64, u64)>)] = &[
+        let cases: &[Case] = &[
             ("20480\n", stat, "123456789\n", Some((123_456_789, 16_384))),
             // A leaf without hierarchical totals.
             ("20480", "inactive_file 480\n", "5", Some((5, 20_000))),
@@ -67,7 +70,7 @@ mod tests {
     #[test]
     fn cgroup_v2_files_give_cpu_and_working_set() {
         let cpu = "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n";
-        let cases: &[(&str, &str, &str, Option<(u64, u64)>)] = &[
+        let cases: &[Case] = &[
             (
                 "1048576\n",
                 "anon 4096\nfile 8192\ninactive_file 48576\n",
