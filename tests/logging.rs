@@ -414,8 +414,7 @@ async fn container_logs_rotate_and_the_node_total_stays_bounded() {
     };
     assert!(tail.contains("line 19999 padding"), "{tail}");
 
-    // Phase 3: the node's log directory comes under its total (it is measured every 5 s): the
-    // oldest rotated file goes first, the running container's current file stays.
+    // Phase 3: the node's log directory comes under its total (it is measured every 5 s).
     let pods = node.dir.join("pods");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -426,8 +425,10 @@ async fn container_logs_rotate_and_the_node_total_stays_bounded() {
                 .iter()
                 .map(|(p, _)| p.file_name().unwrap().to_string_lossy().to_string())
                 .collect();
+            // The running container's current file stays. Which rotated file went is not
+            // asserted: the shim may rotate (renaming .1 to .2) between the collector's listing
+            // and its removal while the container still writes.
             assert!(names.contains(&"0.log".to_string()), "{files:?}");
-            assert!(!names.contains(&"0.log.2".to_string()), "{files:?}");
             assert!(files.len() <= 2, "{files:?}");
             break;
         }
