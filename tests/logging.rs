@@ -209,6 +209,15 @@ async fn a_master_logs_json_lines_when_asked() {
     );
 }
 
+/// The time now as a MicroTime (`2026-11-28T16:20:01.123456Z`).
+fn now_micro() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_expire_after_the_event_ttl() {
     let cluster = Cluster::start_with(1, &["--event-ttl", "3s"]).await;
@@ -221,7 +230,10 @@ async fn events_expire_after_the_event_ttl() {
     stale["lastTimestamp"] = json!("2020-01-01T00:00:00Z");
     let created = Instant::now();
     assert_eq!(api.post(&format!("{NS}/events"), &stale).await.code, 201);
-    let fresh = event("fresh", "p", "New", "just now");
+    let mut fresh = event("fresh", "p", "New", "just now");
+    // With microseconds: the creation time alone has whole seconds, so the fresh Event could
+    // expire up to a second before `created` + TTL.
+    fresh["eventTime"] = json!(now_micro());
     assert_eq!(api.post(&format!("{NS}/events"), &fresh).await.code, 201);
 
     // Phase 2: the stale one goes at the next pass (every second with a 3 s TTL); the fresh
