@@ -194,6 +194,20 @@ async fn kctl_drives_a_cluster() {
 
     // Phase 3b: `kctl wait` on real conditions. With no node in the cluster the scheduler
     // marks each cart pod `PodScheduled=False`; none becomes Ready, so that wait times out.
+    // `wait -l` fails at once when nothing matches (as kubectl's does): first let the
+    // Deployment's controllers create the pods.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kctl
+        .ok(&["get", "pods", "-l", "app=cart", "-n", "shop", "-o", "name"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cart Deployment made no pods"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let waited = kctl.ok(&[
         "wait",
         "--for=condition=PodScheduled=false",
