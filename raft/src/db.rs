@@ -38,26 +38,38 @@ const FAMILIES: [&str; 7] = [
     CF_SM,
 ];
 
+/// A family's memtable is written out to a table file past this size.
+const MEMTABLE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The write-ahead log kept for replay at open, at most (see [`open`]).
+const WAL_TOTAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 /// Opens (creating if needed) the database in `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    // Bound the memory RocksDB may hold in memtables and open files.
-    options.set_write_buffer_size(32 * 1024 * 1024);
     options.set_max_open_files(512);
+    // Bound what a restart replays. The small families (`sm`, `vote`, `committed`) are
+    // written with every entry but never fill a memtable, so without a bound no WAL file
+    // was ever released: after half an hour of writes a member replayed hundreds of MiB at
+    // open (seconds). Past this total RocksDB flushes the families holding the oldest file.
+    options.set_max_total_wal_size(WAL_TOTAL_BYTES_MAX);
     // Writes only fill RocksDB's WAL buffer; the log's sync thread writes and fsyncs it for
     // every append waiting (group commit), and synced writes (votes) flush it themselves.
     // Without this, every write went to the file at once and each leader append ended up
     // waiting for its own fsync.
     options.set_manual_wal_flush(true);
     let families = FAMILIES.iter().map(|name| {
-        let options = if *name == CF_KV {
+        let mut options = if *name == CF_KV {
             kv_options()
         } else {
             Options::default()
         };
+        // Bound the memory each family may hold in memtables (RocksDB's default is 64 MiB
+        // each) and so the WAL a restart replays.
+        options.set_write_buffer_size(MEMTABLE_BYTES_MAX);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         ColumnFamilyDescriptor::new(*name, options)
     });
     DB::open_cf_descriptors(&options, dir, families).map(Arc::new)

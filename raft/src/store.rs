@@ -181,6 +181,7 @@ impl Store {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| storage_error("cannot create the data directory", &e))?;
         let raft_config = Arc::new(config.raft_config()?);
+        let opening = Instant::now();
         let db = db::open(&config.data_dir.join("db"))
             .map_err(|e| storage_error("cannot open the database", &e))?;
         let keyspace = Arc::new(
@@ -196,6 +197,7 @@ impl Store {
                  (stale reads and/or unsynced writes); for the Jepsen suite only"
             );
         }
+        let db_open_ms = opening.elapsed().as_millis();
         let log_store = LogStore::new(db, config.unsafe_mode.no_sync);
         log_store
             .forget_vote_grant()
@@ -249,7 +251,13 @@ impl Store {
         store
             .lock_tasks()
             .extend([serve, bootstrap, compactor, removal, batches, leaders]);
-        tracing::info!(name = %store.inner.config.name, id, "store member started");
+        tracing::info!(
+            name = %store.inner.config.name,
+            id,
+            db_open_ms,
+            open_ms = opening.elapsed().as_millis(),
+            "store member started"
+        );
         Ok(store)
     }
 

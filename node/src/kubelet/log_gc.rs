@@ -9,6 +9,7 @@
 //! beside it as `<attempt>.log.1`, `.2`, ...
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +68,9 @@ pub struct LogFile {
     pub modified: SystemTime,
     /// `<attempt>.log.N`: a rotated file no shim writes to.
     pub rotated: bool,
+    /// The file's inode: the shim's rotation renames files (`.1` to `.2`, ...), so by the time
+    /// a pass removes what it measured, the file may be under another name.
+    pub inode: u64,
 }
 
 /// The files to remove so that the logs fit in `max_total_bytes`: rotated files (oldest
@@ -148,6 +152,7 @@ pub fn scan(pods_dir: &Path) -> Vec<LogFile> {
                     bytes: meta.len(),
                     modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                     rotated,
+                    inode: meta.ino(),
                 });
             }
         }
@@ -185,13 +190,12 @@ async fn pass(pods_dir: &Path, pleg: &Pleg, max_total_bytes: u64) {
     let remove = plan(&files, &protected, max_total_bytes);
     let mut freed = 0u64;
     for path in &remove {
-        let bytes = files
-            .iter()
-            .find(|f| &f.path == path)
-            .map_or(0, |f| f.bytes);
-        match std::fs::remove_file(path) {
-            Ok(()) => freed += bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let Some(file) = files.iter().find(|f| &f.path == path) else {
+            continue;
+        };
+        match remove_scanned(file) {
+            Ok(true) => freed += file.bytes,
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a log file")
             }
@@ -205,6 +209,33 @@ async fn pass(pods_dir: &Path, pleg: &Pleg, max_total_bytes: u64) {
             "removed container logs over the node's total"
         );
     }
+}
+
+/// Removes the file `file` was scanned from, under whatever name it has now: if the shim
+/// rotated since the scan, its path names a newer file and the scanned one is beside it under
+/// the next number. Returns whether a file was removed (false: it is gone already).
+fn remove_scanned(file: &LogFile) -> std::io::Result<bool> {
+    let unlink = |path: &Path| match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    };
+    match std::fs::symlink_metadata(&file.path) {
+        Ok(meta) if meta.ino() == file.inode => return unlink(&file.path),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let Some(dir) = file.path.parent() else {
+        return Ok(false);
+    };
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let is_log = entry.file_name().to_str().and_then(log_file_kind).is_some();
+        if is_log && entry.metadata().is_ok_and(|m| m.ino() == file.inode) {
+            return unlink(&entry.path());
+        }
+    }
+    Ok(false)
 }
 
 /// Keeps the node's container logs under `max_total_bytes` until `stop`.
@@ -233,6 +264,7 @@ mod tests {
             bytes,
             modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_secs),
             rotated,
+            inode: 0,
         }
     }
 
@@ -297,6 +329,25 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("ten").is_err());
         assert!(parse_size("-1Mi").is_err());
+    }
+
+    #[test]
+    fn a_file_rotated_since_the_scan_is_removed_under_its_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("ns_p_uid").join("main");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("0.log.1"), b"older").unwrap();
+        let scanned = scan(dir.path());
+        assert_eq!(scanned.len(), 1);
+        // The shim rotates: .1 becomes .2, and a newer .1 appears.
+        std::fs::rename(c.join("0.log.1"), c.join("0.log.2")).unwrap();
+        std::fs::write(c.join("0.log.1"), b"newer").unwrap();
+        assert!(remove_scanned(&scanned[0]).unwrap());
+        assert!(!c.join("0.log.2").exists());
+        assert_eq!(std::fs::read(c.join("0.log.1")).unwrap(), b"newer");
+        // Gone already: nothing else is removed.
+        assert!(!remove_scanned(&scanned[0]).unwrap());
+        assert!(c.join("0.log.1").exists());
     }
 
     #[test]
