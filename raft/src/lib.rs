@@ -19,6 +19,7 @@ mod metrics;
 mod network;
 mod proposer;
 mod protocol;
+mod read_index;
 mod state_machine;
 mod status;
 mod store;

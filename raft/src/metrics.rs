@@ -22,10 +22,18 @@ pub(crate) const SNAPSHOT_SIZE: &str = "keelson_store_snapshot_size_bytes";
 /// Counter by `operation` (`build`, `install`): snapshots built or installed.
 pub(crate) const SNAPSHOTS: &str = "keelson_store_snapshots_total";
 
+/// Counter: linearizable reads this member confirmed leadership for (see `read_index`).
+pub(crate) const LINEARIZABLE_READS: &str = "keelson_store_linearizable_reads_total";
+/// Counter: read-index rounds this member ran; reads per round is how well concurrent reads
+/// share them.
+pub(crate) const READ_INDEX_ROUNDS: &str = "keelson_store_read_index_rounds_total";
+
 /// Registers the store's counters at zero, so that they are scraped before anything happens.
 pub(crate) fn register() {
     metrics::counter!(WRITE_FAILURES).increment(0);
     metrics::counter!(LEADER_CHANGES).increment(0);
+    metrics::counter!(LINEARIZABLE_READS).increment(0);
+    metrics::counter!(READ_INDEX_ROUNDS).increment(0);
     for operation in ["build", "install"] {
         metrics::counter!(SNAPSHOTS, "operation" => operation).increment(0);
     }

@@ -25,6 +25,7 @@ use crate::log_store::LogStore;
 use crate::network::Network;
 use crate::proposer::{self, Proposer};
 use crate::protocol::{PeerRequest, PeerResponse, FORWARD_HOPS_MAX};
+use crate::read_index::{NotConfirmed, ReadIndex};
 use crate::state_machine::StateMachineStore;
 use crate::status::{MemberStatus, StoreStatus};
 use crate::transport::{Handler, Reply, Transport, TransportError};
@@ -151,6 +152,8 @@ struct Inner {
     transport: Arc<Transport>,
     /// Where transactions queue to be proposed in batches.
     proposer: Proposer,
+    /// Where linearizable reads wait for a shared read-index round.
+    reads: Arc<ReadIndex>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
     /// The leader other members named when this one knew none, and when they were asked.
@@ -219,6 +222,7 @@ impl Store {
         .await
         .map_err(|e| storage_error("cannot start raft", &e))?;
         let (proposer, proposals) = Proposer::new();
+        let reads = ReadIndex::new(raft.clone(), config.write_timeout);
         crate::metrics::register();
         let leaders = tokio::spawn(crate::metrics::watch_leader(raft.metrics()));
         let store = Store {
@@ -229,6 +233,7 @@ impl Store {
                 keyspace,
                 transport: transport.clone(),
                 proposer,
+                reads,
                 tasks: Mutex::new(Vec::new()),
                 closing: AtomicBool::new(false),
                 leader_hint: Mutex::new(None),
@@ -756,12 +761,17 @@ impl Store {
                     "no leader confirmed the read in time".to_string(),
                 ));
             }
-            let checked =
-                tokio::time::timeout(remaining, self.inner.raft.ensure_linearizable()).await;
+            let checked = tokio::time::timeout(remaining, self.inner.reads.confirm()).await;
             match checked {
                 Err(_) => continue,
-                Ok(Ok(_)) => return self.range_local(&request),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                Ok(Err(NotConfirmed::Busy)) => {
+                    return Err(StoreError::Unavailable(
+                        "too many linearizable reads are waiting; try again".to_string(),
+                    ))
+                }
+                Ok(Err(NotConfirmed::Abandoned)) => {}
+                Ok(Ok(Ok(_))) => return self.range_local(&request),
+                Ok(Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))))) => {
                     if hops < FORWARD_HOPS_MAX {
                         let forwarded = PeerRequest::Range {
                             request: request.clone(),
@@ -783,8 +793,8 @@ impl Store {
                         }
                     }
                 }
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {}
-                Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::Storage(e.to_string())),
+                Ok(Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))))) => {}
+                Ok(Ok(Err(RaftError::Fatal(e)))) => return Err(StoreError::Storage(e.to_string())),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -143,6 +143,60 @@ async fn writes_and_linearizable_reads_work_through_any_member() {
     cluster.shutdown().await;
 }
 
+/// The value of counter `name` in Prometheus text (summed over label sets).
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_every_prior_write() {
+    init_tracing();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("this test process's only metrics recorder");
+    let cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    let before = metrics.render();
+    const READERS: usize = 64;
+    for round in 0..5 {
+        // Every read starts after the write was acknowledged, so each must see it.
+        let value = format!("v{round}");
+        put(&cluster.direct_client(leader), "/shared", &value)
+            .await
+            .expect("write");
+        let readers: Vec<_> = (0..READERS)
+            .map(|r| {
+                // Half through a follower, which forwards to the leader.
+                let client =
+                    cluster.direct_client(if r % 2 == 0 { leader } else { (leader + 1) % 3 });
+                tokio::spawn(async move { get(&client, "/shared").await })
+            })
+            .collect();
+        for reader in readers {
+            let seen = reader.await.expect("reader");
+            assert_eq!(seen.as_deref(), Some(value.as_bytes()), "round {round}");
+        }
+    }
+    let after = metrics.render();
+    let delta = |name: &str| counter(&after, name) - counter(&before, name);
+    let reads = delta("keelson_store_linearizable_reads_total");
+    let rounds = delta("keelson_store_read_index_rounds_total");
+    assert!(
+        reads >= (5 * READERS) as f64,
+        "{reads} reads counted\n{after}"
+    );
+    eprintln!("{reads} linearizable reads, {rounds} read-index rounds");
+    // One round each would be `rounds == reads`.
+    assert!(
+        rounds * 2.0 <= reads,
+        "{rounds} read-index rounds for {reads} concurrent reads: they do not share rounds"
+    );
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_the_leader_loses_no_acknowledged_write() {
     init_tracing();
