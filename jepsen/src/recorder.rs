@@ -7,14 +7,21 @@ use std::time::Instant;
 
 use crate::history::{FaultStatus, Kind, NemesisEvent, Op, Phase, Value, F};
 
-/// The most operations one run keeps; clients stop when it is reached.
-pub const OPS_MAX: usize = 2_000_000;
+/// The most operations one run keeps; clients stop when it is reached. A 30-minute run with
+/// every nemesis records about 4.5 million (watch events are most of them); 2 million stopped
+/// one half-way.
+pub const OPS_MAX: usize = 8_000_000;
+/// Records kept beyond [`OPS_MAX`] for the final reads, which the checkers need even when
+/// the clients filled the history.
+const FINAL_OPS_RESERVE: usize = 10_000;
 
 pub struct Recorder {
     start: Instant,
     ops: Mutex<Vec<Op>>,
     nemesis: Mutex<Vec<NemesisEvent>>,
     next_process: AtomicU64,
+    /// When the history reached [`OPS_MAX`] (ns since start), if it did.
+    full_at: Mutex<Option<u64>>,
 }
 
 impl Default for Recorder {
@@ -30,6 +37,7 @@ impl Recorder {
             ops: Mutex::new(Vec::new()),
             nemesis: Mutex::new(Vec::new()),
             next_process: AtomicU64::new(0),
+            full_at: Mutex::new(None),
         }
     }
 
@@ -66,7 +74,20 @@ impl Recorder {
             error,
         };
         let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
-        if ops.len() >= OPS_MAX {
+        let max = if f == F::ReadAll {
+            OPS_MAX + FINAL_OPS_RESERVE
+        } else {
+            OPS_MAX
+        };
+        if ops.len() >= max {
+            let mut full_at = self.full_at.lock().unwrap_or_else(|e| e.into_inner());
+            if full_at.is_none() {
+                tracing::warn!(
+                    ops = ops.len(),
+                    "the history is full: clients stop recording"
+                );
+                *full_at = Some(op.time);
+            }
             return false;
         }
         ops.push(op);
@@ -86,6 +107,11 @@ impl Recorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(event);
+    }
+
+    /// When the history filled up (ns since start), if it did: the clients stopped there.
+    pub fn full_at(&self) -> Option<u64> {
+        *self.full_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn ops(&self) -> Vec<Op> {

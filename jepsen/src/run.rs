@@ -185,6 +185,22 @@ fn write_run(
     let events = recorder.nemesis_events();
     write_jsonl(&config.dir.join("history.jsonl"), &ops)?;
     write_jsonl(&config.dir.join("nemesis.jsonl"), &events)?;
+    let mut extra = vec![
+        ("fault held".into(), format!("{:?}", config.active)),
+        ("calm before each".into(), format!("{:?}", config.quiet)),
+        ("master flags".into(), config.master_args.join(" ")),
+    ];
+    if let Some(at) = recorder.full_at() {
+        extra.push((
+            "HISTORY TRUNCATED".into(),
+            format!(
+                "the history reached its bound of {} records at {:.1} s; clients stopped \
+                 recording there, so later faults were not checked",
+                crate::recorder::OPS_MAX,
+                at as f64 / 1e9
+            ),
+        ));
+    }
     let info = RunInfo {
         name: name.to_string(),
         started: config.started.clone(),
@@ -192,11 +208,7 @@ fn write_run(
         masters: config.masters,
         workloads: workloads.iter().map(|w| w.to_string()).collect(),
         nemeses: config.faults.iter().map(|f| f.name().to_string()).collect(),
-        extra: vec![
-            ("fault held".into(), format!("{:?}", config.active)),
-            ("calm before each".into(), format!("{:?}", config.quiet)),
-            ("master flags".into(), config.master_args.join(" ")),
-        ],
+        extra,
     };
     Report {
         info: &info,

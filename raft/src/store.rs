@@ -385,6 +385,11 @@ impl Store {
     }
 
     /// Whether this member is a voter of its own (uniform) membership.
+    /// Whether this member is the Raft leader now.
+    fn leads(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
     fn votes_here(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
@@ -845,6 +850,21 @@ impl Store {
         let deadline = Instant::now() + self.inner.config.membership_timeout;
         let result = loop {
             match self.change_membership_here(&change, deadline).await? {
+                // openraft looks for a change in progress before it checks leadership: a member
+                // that does not lead (one removed while it saw only the joint configuration,
+                // which it then never sees completed) would wait here for ever. The leader
+                // decides.
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if !self.leads() => {
+                    let leader_id = self.inner.raft.metrics().borrow().current_leader;
+                    break Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                        ForwardToLeader {
+                            leader_id: leader_id.filter(|id| *id != self.inner.id),
+                            leader_node: None,
+                        },
+                    )));
+                }
                 // Another change (possibly one cut off by a leader change, which the next
                 // leader completes) is under way: wait for it, within the bound.
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
