@@ -50,6 +50,25 @@ pub(crate) mod bytes {
     }
 }
 
+/// [`bytes`] for a list of (key, value) byte strings (snapshot payloads).
+pub(crate) mod byte_pairs {
+    use super::{AsBytes, ByteBuf, Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(pairs.iter().map(|(k, v)| (AsBytes(k), AsBytes(v))))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, D::Error> {
+        let pairs = Vec::<(ByteBuf, ByteBuf)>::deserialize(deserializer)?;
+        Ok(pairs.into_iter().map(|(k, v)| (k.0, v.0)).collect())
+    }
+}
+
 /// [`bytes`] for an optional byte string.
 pub(crate) mod opt_bytes {
     use super::{AsBytes, ByteBuf, Deserialize, Deserializer, Serializer};
@@ -249,6 +268,7 @@ mod tests {
     struct Plain {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -257,6 +277,8 @@ mod tests {
         key: Vec<u8>,
         #[serde(with = "opt_bytes")]
         value: Option<Vec<u8>>,
+        #[serde(with = "byte_pairs")]
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
     }
 
     proptest! {
@@ -264,9 +286,13 @@ mod tests {
         fn byte_strings_encode_as_before(
             key in proptest::collection::vec(any::<u8>(), 0..300),
             value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            pairs in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..40), proptest::collection::vec(any::<u8>(), 0..40)),
+                0..20,
+            ),
         ) {
-            let plain = Plain { key: key.clone(), value: value.clone() };
-            let block = Block { key, value };
+            let plain = Plain { key: key.clone(), value: value.clone(), pairs: pairs.clone() };
+            let block = Block { key, value, pairs };
             let plain_bytes = encode(&plain);
             prop_assert_eq!(&encode(&block), &plain_bytes);
             prop_assert_eq!(decode::<Block>("block", &plain_bytes).unwrap(), block);
