@@ -54,6 +54,8 @@ pub(crate) mod bytes {
 pub(crate) mod byte_pairs {
     use super::{AsBytes, ByteBuf, Deserialize, Deserializer, Serializer};
 
+    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
     pub(crate) fn serialize<S: Serializer>(
         pairs: &[(Vec<u8>, Vec<u8>)],
         serializer: S,
@@ -63,7 +65,7 @@ pub(crate) mod byte_pairs {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, D::Error> {
+    ) -> Result<Pairs, D::Error> {
         let pairs = Vec::<(ByteBuf, ByteBuf)>::deserialize(deserializer)?;
         Ok(pairs.into_iter().map(|(k, v)| (k.0, v.0)).collect())
     }
