@@ -7,7 +7,7 @@
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -51,7 +51,7 @@ struct StoredSnapshot {
 
 pub struct StateMachineStore {
     keyspace: Arc<Keyspace>,
-    snapshot_path: PathBuf,
+    snapshot_file: Arc<SnapshotFile>,
     snapshot_seq: Arc<AtomicU64>,
     applied: Option<LogId<MemberId>>,
     membership: Membership,
@@ -59,7 +59,7 @@ pub struct StateMachineStore {
 
 pub struct SnapshotBuilder {
     keyspace: Arc<Keyspace>,
-    snapshot_path: PathBuf,
+    snapshot_file: Arc<SnapshotFile>,
     snapshot_seq: Arc<AtomicU64>,
 }
 
@@ -86,9 +86,10 @@ impl StateMachineStore {
         if let Ok(meta) = std::fs::metadata(&snapshot_path) {
             crate::metrics::record_snapshot_on_disk(meta.len());
         }
+        let snapshot_file = Arc::new(SnapshotFile::open(snapshot_path)?);
         Ok(StateMachineStore {
             keyspace,
-            snapshot_path,
+            snapshot_file,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             applied,
             membership,
@@ -206,6 +207,61 @@ fn snapshot_error(
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a mix.
+/// The member's snapshot file. Builds run in tasks of their own while the state machine may
+/// install a snapshot from the leader, so writes take turns, and an older snapshot never
+/// replaces a newer one: openraft purges the log up to the newest snapshot it knows, and a
+/// restart that found an older file than that purge point would have a hole between them
+/// (openraft refuses to start then).
+struct SnapshotFile {
+    path: PathBuf,
+    /// The last log id of the snapshot in the file.
+    last: Mutex<Option<LogId<MemberId>>>,
+}
+
+impl SnapshotFile {
+    fn open(path: PathBuf) -> StorageResult<SnapshotFile> {
+        let last = read_snapshot_meta(&path)?.and_then(|meta| meta.last_log_id);
+        Ok(SnapshotFile {
+            path,
+            last: Mutex::new(last),
+        })
+    }
+
+    /// Writes `bytes` (a [`StoredSnapshot`] of `meta`) unless the file holds a newer snapshot;
+    /// whether it was written.
+    fn save(&self, meta: &SnapshotMeta<MemberId, Member>, bytes: &[u8]) -> std::io::Result<bool> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if meta.last_log_id < *last {
+            tracing::info!(
+                snapshot = %meta.snapshot_id,
+                "kept the newer snapshot on disk rather than this older one"
+            );
+            return Ok(false);
+        }
+        write_atomically(&self.path, bytes)?;
+        *last = meta.last_log_id;
+        Ok(true)
+    }
+
+    fn read(&self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let _writing = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        read_snapshot_file(&self.path)
+    }
+}
+
+/// The meta at the head of a snapshot file, without decoding its payload.
+fn read_snapshot_meta(path: &Path) -> StorageResult<Option<SnapshotMeta<MemberId, Member>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+    };
+    // A StoredSnapshot encodes its meta first.
+    let (meta, _) = postcard::take_from_bytes::<SnapshotMeta<MemberId, Member>>(&bytes)
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    Ok(Some(meta))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;
@@ -275,9 +331,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data,
         };
         let bytes = encode(&stored);
-        write_atomically(&self.snapshot_path, &bytes)
-            .map_err(|e| snapshot_error(Some(&meta), e))?;
-        crate::metrics::record_snapshot("build", bytes.len());
+        // An install may have put a newer snapshot in place while this one was built: then the
+        // file keeps that one (openraft ignores an older snapshot than the one it has).
+        if self
+            .snapshot_file
+            .save(&meta, &bytes)
+            .map_err(|e| snapshot_error(Some(&meta), e))?
+        {
+            crate::metrics::record_snapshot("build", bytes.len());
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -303,7 +365,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             keyspace: self.keyspace.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            snapshot_file: self.snapshot_file.clone(),
             snapshot_seq: self.snapshot_seq.clone(),
         }
     }
@@ -356,13 +418,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         };
         let bytes = encode(&stored);
-        write_atomically(&self.snapshot_path, &bytes).map_err(|e| snapshot_error(Some(meta), e))?;
-        crate::metrics::record_snapshot("install", bytes.len());
+        if self
+            .snapshot_file
+            .save(meta, &bytes)
+            .map_err(|e| snapshot_error(Some(meta), e))?
+        {
+            crate::metrics::record_snapshot("install", bytes.len());
+        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        read_snapshot_file(&self.snapshot_path)
+        self.snapshot_file.read()
     }
 }
 
@@ -382,6 +449,35 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(command),
         }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        let meta = |index: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        let stored = |index: u64| {
+            encode(&StoredSnapshot {
+                meta: meta(index),
+                data: vec![1, 2, 3],
+            })
+        };
+        let file = SnapshotFile::open(path.clone()).unwrap();
+        assert!(file.save(&meta(20), &stored(20)).unwrap());
+        // A build that started before an install finishes after it.
+        assert!(!file.save(&meta(10), &stored(10)).unwrap());
+        let on_disk = file.read().unwrap().unwrap().meta.last_log_id.unwrap();
+        assert_eq!(on_disk.index, 20);
+        // After a restart the file's snapshot is known from its head.
+        let reopened = SnapshotFile::open(path).unwrap();
+        assert!(!reopened.save(&meta(15), &stored(15)).unwrap());
+        assert!(reopened.save(&meta(30), &stored(30)).unwrap());
+        let on_disk = reopened.read().unwrap().unwrap().meta.last_log_id.unwrap();
+        assert_eq!(on_disk.index, 30);
     }
 
     fn open_sm(dir: &Path) -> StateMachineStore {
