@@ -262,11 +262,28 @@ pub(crate) async fn run(args: MasterArgs) -> anyhow::Result<()> {
         },
     );
 
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
+    let core_stopped = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            false
+        }
+        () = store.core_stopped() => true,
+    };
+    if core_stopped {
+        tracing::error!(
+            name = %args.name,
+            "the store's Raft core stopped on its own (see the error above); exiting so that \
+             this master is restarted"
+        );
+    } else {
+        tracing::info!("shutting down");
+    }
     control_plane.shutdown().await;
     api.shutdown().await;
     store.shutdown().await;
+    if core_stopped {
+        anyhow::bail!("the store stopped: this master cannot serve");
+    }
     Ok(())
 }
 

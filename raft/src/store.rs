@@ -1089,6 +1089,14 @@ impl Store {
     }
 
     /// Stops serving, stops Raft, ends watches and closes the database.
+    /// Resolves when this member's Raft core has stopped: after [`Store::shutdown`], or on its
+    /// own after a fatal error (a panic, a storage failure). Every store call fails from then
+    /// on, so the process should exit and be restarted rather than serve.
+    pub async fn core_stopped(&self) {
+        let mut metrics = self.inner.raft.metrics();
+        while metrics.changed().await.is_ok() {}
+    }
+
     pub async fn shutdown(self) {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;

@@ -198,6 +198,22 @@ async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_every_pri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn core_stopped_resolves_only_once_the_raft_core_stops() {
+    init_tracing();
+    let cluster = TestCluster::start(1, |_| {}).await;
+    let store = cluster.store(0).clone();
+    let watching = store.clone();
+    let stopped = tokio::spawn(async move { watching.core_stopped().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stopped.is_finished(), "resolved while the core runs");
+    cluster.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("resolved after the core stopped")
+        .expect("task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_the_leader_loses_no_acknowledged_write() {
     init_tracing();
     let mut cluster = TestCluster::start(3, |_| {}).await;
