@@ -1,20 +1,24 @@
 //! The dashboard end to end in headless Chromium: a real master and hollow nodes, the login
 //! gate, a pod applied with `kctl` appearing live, a deployment scaled from the page, a pod's
-//! detail, a manifest applied and a pod deleted from the page. Screenshots of each page go to
-//! `$KEELSON_SCREENSHOTS` or `<target>/dashboard-screenshots/`.
+//! detail, a manifest applied and a pod deleted from the page; and, on a real runc node (root),
+//! a pod's page following its container's log as new lines are printed. Screenshots of each
+//! page go to `$KEELSON_SCREENSHOTS` or `<target>/dashboard-screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "dashboard/chromium.rs"]
+mod chromium;
 mod common;
-#[path = "dashboard/webdriver.rs"]
-mod webdriver;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chromium::Browser;
 use common::cluster::{free_tcp_port, Cluster};
 use common::nodes::HollowNodes;
+use common::real_node::{node_ready, wait_for, RealNode};
+use serde_json::json;
 
 const MANIFEST: &str = "\
 apiVersion: apps/v1
@@ -78,9 +82,18 @@ fn phase(name: &str) {
     eprintln!("--- {name}");
 }
 
+/// Types `token` into the login page's form and submits it.
+async fn submit_login(browser: &Browser, token: &str) {
+    let long = Duration::from_secs(60);
+    let field = browser.wait_for("#token", long).await;
+    field.send_keys(token).await.unwrap();
+    let submit = browser.wait_for("#login-submit", long).await;
+    submit.click().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_login_live_pods_scale_and_actions() {
-    webdriver::require_chromium();
+    chromium::require_chromium();
     let shots = screenshots_dir();
     let long = Duration::from_secs(60);
 
@@ -126,8 +139,7 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     assert!(html.contains("id=\"login-form\"") && !html.contains("data-page"));
 
     phase("Chromium: the login page first");
-    let driver = webdriver::Driver::start(free_tcp_port(), &shots.join("chromedriver.log")).await;
-    let browser = driver.session().await;
+    let browser = Browser::start(free_tcp_port(), &shots.join("chromedriver.log")).await;
     browser.goto(&format!("{base}/ui/pods")).await;
     assert!(
         browser.current_url().await.ends_with("/ui/login"),
@@ -135,22 +147,14 @@ async fn dashboard_login_live_pods_scale_and_actions() {
         browser.current_url().await
     );
     assert!(browser.find("#list").await.is_none());
-    let token = browser.wait_for("#token", long).await;
-    browser.type_text(&token, "not-a-token").await;
-    browser
-        .click(&browser.wait_for("#login-submit", long).await)
-        .await;
+    submit_login(&browser, "not-a-token").await;
     browser
         .wait_text("#login-error", long, |t| t.contains("not valid"))
         .await;
     browser.screenshot(&shots.join("01-login.png")).await;
 
     phase("log in with the admin token: the overview");
-    let token = browser.wait_for("#token", long).await;
-    browser.type_text(&token, &api.token).await;
-    browser
-        .click(&browser.wait_for("#login-submit", long).await)
-        .await;
+    submit_login(&browser, &api.token).await;
     browser.wait_for("#masters-table", long).await;
     assert!(browser.current_url().await.ends_with("/ui/"));
     let masters = browser.text("#masters-table").await;
@@ -206,7 +210,7 @@ async fn dashboard_login_live_pods_scale_and_actions() {
         .await;
     assert_eq!(
         browser.execute("return window.keelsonMarker;").await,
-        serde_json::json!(42),
+        json!(42),
         "the page was reloaded instead of updated live"
     );
     browser.screenshot(&shots.join("03-pods.png")).await;
@@ -218,11 +222,14 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     let input = browser
         .wait_for(&format!("{row} input.replicas"), long)
         .await;
-    browser.clear(&input).await;
-    browser.type_text(&input, "3").await;
+    input.clear().await.unwrap();
+    input.send_keys("3").await.unwrap();
     browser
-        .click(&browser.wait_for(&format!("{row} button.scale"), long).await)
-        .await;
+        .wait_for(&format!("{row} button.scale"), long)
+        .await
+        .click()
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let d = api
@@ -261,8 +268,13 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     phase("apply a manifest pasted into the form");
     browser.goto(&format!("{base}/ui/apply")).await;
     let text = browser.wait_for("#manifest", long).await;
-    browser.type_text(&text, UI_MANIFEST).await;
-    browser.click(&browser.wait_for("#apply", long).await).await;
+    text.send_keys(UI_MANIFEST).await.unwrap();
+    browser
+        .wait_for("#apply", long)
+        .await
+        .click()
+        .await
+        .unwrap();
     browser
         .wait_text("#apply-results", long, |t| {
             t.contains("configmap/from-the-page") && t.contains("created")
@@ -281,8 +293,8 @@ async fn dashboard_login_live_pods_scale_and_actions() {
     let delete = browser
         .wait_for(&format!("{hello} button.danger"), long)
         .await;
-    browser.click(&delete).await;
-    browser.click(&delete).await;
+    delete.click().await.unwrap();
+    delete.click().await.unwrap();
     let deadline = Instant::now() + long;
     loop {
         let pod = api.get("/api/v1/namespaces/default/pods/hello").await;
@@ -307,10 +319,99 @@ async fn dashboard_login_live_pods_scale_and_actions() {
 
     phase("log out");
     browser
-        .click(&browser.wait_for("#logout", long).await)
-        .await;
+        .wait_for("#logout", long)
+        .await
+        .click()
+        .await
+        .unwrap();
     browser.wait_for("#login-form", long).await;
     browser.goto(&format!("{base}/ui/deployments")).await;
     assert!(browser.current_url().await.ends_with("/ui/login"));
     browser.close().await;
+}
+
+/// The numbers of the `line N` lines of a log's text.
+fn line_numbers(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("line ")?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_page_follows_a_real_containers_log() {
+    chromium::require_chromium();
+    let shots = screenshots_dir();
+    let long = Duration::from_secs(60);
+
+    phase("a master and a real runc node; a busybox pod prints a numbered line a second");
+    let cluster = Cluster::start(1).await;
+    let node = RealNode::start(&cluster, "dashlog", &[]);
+    let api = cluster.client(0);
+    node_ready(&api, "dashlog").await;
+    let script = "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 1; done";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter"},
+        "spec": {"nodeName": "dashlog", "terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "count", "image": "keelson.local/busybox:stable",
+             "command": ["sh", "-c", script]}]}});
+    let reply = api.post("/api/v1/namespaces/default/pods", &pod).await;
+    assert_eq!(reply.code, 201, "{}", reply.text);
+    wait_for(
+        &api,
+        "/api/v1/namespaces/default/pods/counter",
+        Duration::from_secs(90),
+        "pod Running",
+        |p| p["status"]["phase"] == "Running",
+    )
+    .await;
+
+    phase("log in and open the pod's page: its log shows the lines printed so far");
+    let base = cluster.masters[0].url();
+    let browser = Browser::start(free_tcp_port(), &shots.join("chromedriver-log.log")).await;
+    browser.goto(&format!("{base}/ui/login")).await;
+    submit_login(&browser, &api.token).await;
+    browser.wait_for("#masters-table", long).await;
+    browser
+        .goto(&format!("{base}/ui/pods/default/counter"))
+        .await;
+    browser
+        .wait_text("#pod-phase", long, |t| t == "Running")
+        .await;
+    browser.execute("window.keelsonMarker = 7; return 1;").await;
+    let first = browser
+        .wait_text("#log", long, |t| !line_numbers(t).is_empty())
+        .await;
+    let numbers = line_numbers(&first);
+    assert_eq!(
+        numbers,
+        (numbers[0]..numbers[0] + numbers.len() as u64).collect::<Vec<_>>(),
+        "the log shows the lines in order, none missing:\n{first}"
+    );
+    let seen = *numbers.last().unwrap();
+    eprintln!("the page opened with lines {}..={seen}", numbers[0]);
+    let note = browser.text("#log-note").await;
+    assert!(note.starts_with("following count"), "{note}");
+
+    phase("lines printed after the page opened appear without a reload");
+    let later = seen + 3;
+    let log = browser
+        .wait_text("#log", Duration::from_secs(30), |t| {
+            line_numbers(t).contains(&later)
+        })
+        .await;
+    let numbers = line_numbers(&log);
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1) && numbers.contains(&seen),
+        "the followed log keeps every line once and in order:\n{log}"
+    );
+    assert_eq!(
+        browser.execute("return window.keelsonMarker;").await,
+        json!(7),
+        "the page was reloaded instead of following the log"
+    );
+    browser
+        .execute("document.getElementById('log').scrollIntoView(); return 1;")
+        .await;
+    browser.screenshot(&shots.join("07-pod-log.png")).await;
+    browser.close().await;
+    drop(node);
 }

@@ -7,63 +7,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-
-/// `kctl` is another package's binary: it sits beside this test's `deps/` folder.
-fn kctl_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("kctl"))
-        .unwrap();
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace first (`cargo build --all-targets`)",
-        bin.display()
-    );
-    bin
-}
-
-struct Kctl {
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Kctl {
-    fn command(&self) -> Command {
-        let mut command = Command::new(kctl_bin());
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.dir.path());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "kctl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).to_string()
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
+use common::kctl::Kctl;
 
 fn manifests(image: &str) -> String {
     format!(
@@ -105,10 +53,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kctl_drives_a_cluster() {
     let cluster = Cluster::start(3).await;
-    let kctl = Kctl {
-        kubeconfig: cluster.masters[0].kubeconfig(),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let kctl = Kctl::new(&cluster);
 
     // Phase 1: version, discovery, cluster status.
     let version = kctl.ok(&["version"]);
@@ -269,10 +214,7 @@ async fn kctl_drives_a_cluster() {
         }
     });
     std::thread::sleep(Duration::from_secs(1));
-    let other = Kctl {
-        kubeconfig: cluster.masters[2].kubeconfig(),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let other = Kctl::with(common::kctl_bin(), cluster.masters[2].kubeconfig());
     let extra = other.file(
         "extra.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: shop\n",

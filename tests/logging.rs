@@ -8,123 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::cluster::{Api, Cluster};
-use common::kctl_bin;
-use common::real_node::{wait_for, RealNode};
+use common::cluster::Cluster;
+use common::kctl::Kctl;
+use common::real_node::{node_ready, RealNode};
 
 const IMAGE: &str = "keelson.local/busybox:stable";
 const NS: &str = "/api/v1/namespaces/default";
-
-struct Kctl {
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Kctl {
-    fn new(cluster: &Cluster) -> Kctl {
-        Kctl {
-            kubeconfig: cluster.masters[0].kubeconfig(),
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(kctl_bin());
-        command
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path());
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "kctl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).to_string()
-    }
-
-    /// Starts a long-running kctl whose stdout lines are collected.
-    fn spawn(&self, args: &[&str]) -> Streaming {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = errors.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Streaming {
-            child,
-            lines,
-            errors,
-        }
-    }
-}
-
-/// A running kctl (killed when dropped) and what it printed so far.
-struct Streaming {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl Streaming {
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until some printed line satisfies `check`; fails with the output otherwise.
-    async fn wait_line(&self, timeout: Duration, what: &str, check: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !self.lines().iter().any(|l| check(l)) {
-            assert!(
-                Instant::now() < deadline,
-                "kctl printed no line with {what} in {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                self.lines().join("\n"),
-                self.errors.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn event(name: &str, pod: &str, reason: &str, message: &str) -> Value {
     json!({
@@ -360,22 +254,6 @@ fn log_files(pods: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     files
-}
-
-async fn node_ready(api: &Api, name: &str) {
-    wait_for(
-        api,
-        &format!("/api/v1/nodes/{name}"),
-        Duration::from_secs(60),
-        "node Ready",
-        |n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

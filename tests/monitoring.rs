@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::cluster::{free_tcp_port, Api, Cluster};
-use common::real_node::{container_status, wait_for, RealNode};
+use common::real_node::{container_status, node_ready, wait_for, RealNode};
 
 const IMAGE: &str = "keelson.local/busybox:stable";
 const NS: &str = "/api/v1/namespaces/default";
@@ -178,19 +178,7 @@ async fn master_and_node_export_the_operators_series() {
     let metrics_addr = format!("127.0.0.1:{port}");
     let node = RealNode::start(&cluster, "mon1", &["--metrics-addr", &metrics_addr]);
     let api = cluster.client(0);
-    wait_for(
-        &api,
-        "/api/v1/nodes/mon1",
-        Duration::from_secs(60),
-        "node Ready",
-        |n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        },
-    )
-    .await;
+    node_ready(&api, "mon1").await;
 
     eprintln!("phase 2: the node's endpoint answers health, refuses other paths");
     assert_eq!(get_node(port, "/healthz").await, (200, "ok".to_string()));

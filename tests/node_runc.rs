@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::cluster::{Api, Cluster};
-use common::real_node::{container_status, wait_for, RealNode};
+use common::real_node::{container_status, node_ready, wait_for, RealNode};
 
 const IMAGE: &str = "keelson.local/busybox:stable";
 const NS: &str = "/api/v1/namespaces/default";
@@ -66,22 +66,6 @@ fn condition<'a>(pod: &'a Value, kind: &str) -> &'a str {
         .and_then(|c| c.iter().find(|c| c["type"] == kind))
         .and_then(|c| c["status"].as_str())
         .unwrap_or_default()
-}
-
-async fn node_ready(api: &Api, name: &str) {
-    wait_for(
-        api,
-        &format!("/api/v1/nodes/{name}"),
-        Duration::from_secs(60),
-        "node Ready",
-        |n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

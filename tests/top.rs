@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::cluster::{Api, Cluster};
-use common::real_node::{wait_for, RealNode};
+use common::cluster::Cluster;
+use common::kctl::Kctl;
+use common::real_node::{node_ready, wait_for, RealNode};
 
 const IMAGE: &str = "keelson.local/busybox:stable";
 const NS: &str = "/api/v1/namespaces/default";
@@ -33,45 +33,6 @@ fn kubectl_bin() -> PathBuf {
     bin
 }
 
-/// Runs `bin` with `kubeconfig` and `args`; (success, stdout, stderr).
-fn run(bin: &Path, kubeconfig: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", home)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-/// Runs until the command succeeds and `check` accepts its stdout, or fails after `timeout`.
-fn eventually(
-    bin: &Path,
-    kubeconfig: &Path,
-    home: &Path,
-    args: &[&str],
-    timeout: Duration,
-    check: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (ok, out, err) = run(bin, kubeconfig, home, args);
-        if ok && check(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} {args:?} did not show what was expected:\nstdout: {out}\nstderr: {err}",
-            bin.display()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// The MiB of the MEMORY column of `pod`'s line in a `top pods` table.
 fn memory_mib(table: &str, pod: &str) -> Option<u64> {
     let line = table
@@ -82,22 +43,6 @@ fn memory_mib(table: &str, pod: &str) -> Option<u64> {
         .strip_suffix("Mi")?
         .parse()
         .ok()
-}
-
-async fn node_ready(api: &Api, name: &str) {
-    wait_for(
-        api,
-        &format!("/api/v1/nodes/{name}"),
-        Duration::from_secs(60),
-        "node Ready",
-        |n| {
-            n["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,43 +140,27 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
 
     // Phase 3: kctl top, through each master (one of them forwards to the other, which
     // holds the node's link).
-    let home = tempfile::tempdir().unwrap();
-    let kctl = common::kctl_bin();
+    let wait = Duration::from_secs(30);
     for master in &cluster.masters {
-        let kubeconfig = master.kubeconfig();
-        let pods = eventually(
-            &kctl,
-            &kubeconfig,
-            home.path(),
-            &["top", "pods"],
-            Duration::from_secs(30),
-            |out| memory_mib(out, "hog").is_some_and(|m| m >= 15) && out.contains("idle"),
-        );
+        let kctl = Kctl::with(common::kctl_bin(), master.kubeconfig());
+        let pods = kctl.eventually(&["top", "pods"], wait, |out| {
+            memory_mib(out, "hog").is_some_and(|m| m >= 15) && out.contains("idle")
+        });
         assert!(pods.starts_with("NAME"), "{pods}");
         assert!(
             pods.contains("CPU(cores)") && pods.contains("MEMORY(bytes)"),
             "{pods}"
         );
-        let nodes = eventually(
-            &kctl,
-            &kubeconfig,
-            home.path(),
-            &["top", "nodes"],
-            Duration::from_secs(30),
-            |out| {
-                out.lines()
-                    .any(|l| l.starts_with("top1") && !l.contains("<unknown>"))
-            },
-        );
+        let nodes = kctl.eventually(&["top", "nodes"], wait, |out| {
+            out.lines()
+                .any(|l| l.starts_with("top1") && !l.contains("<unknown>"))
+        });
         assert!(nodes.contains("MEMORY(%)"), "{nodes}");
     }
-    let kubeconfig = cluster.masters[0].kubeconfig();
-    let containers = eventually(
-        &kctl,
-        &kubeconfig,
-        home.path(),
+    let kctl = Kctl::new(&cluster);
+    let containers = kctl.eventually(
         &["top", "pods", "-A", "--containers", "-l", "app=hog"],
-        Duration::from_secs(30),
+        wait,
         |out| out.contains("hog") && out.contains("main"),
     );
     assert!(
@@ -240,38 +169,21 @@ async fn kctl_and_kubectl_top_show_pods_and_nodes() {
     );
 
     // Phase 4: the real kubectl top finds the API through discovery.
-    let kubectl = kubectl_bin();
     for master in &cluster.masters {
-        let kubeconfig = master.kubeconfig();
-        let pods = eventually(
-            &kubectl,
-            &kubeconfig,
-            home.path(),
-            &["top", "pods"],
-            Duration::from_secs(30),
-            |out| memory_mib(out, "hog").is_some_and(|m| m >= 15),
-        );
+        let kubectl = Kctl::with(kubectl_bin(), master.kubeconfig());
+        let pods = kubectl.eventually(&["top", "pods"], wait, |out| {
+            memory_mib(out, "hog").is_some_and(|m| m >= 15)
+        });
         assert!(pods.contains("idle"), "{pods}");
-        eventually(
-            &kubectl,
-            &kubeconfig,
-            home.path(),
-            &["top", "nodes"],
-            Duration::from_secs(30),
-            |out| {
-                out.lines()
-                    .any(|l| l.starts_with("top1") && l.contains('%'))
-            },
-        );
+        kubectl.eventually(&["top", "nodes"], wait, |out| {
+            out.lines()
+                .any(|l| l.starts_with("top1") && l.contains('%'))
+        });
     }
-    let pod = eventually(
-        &kubectl,
-        &kubeconfig,
-        home.path(),
-        &["top", "pod", "hog", "--containers"],
-        Duration::from_secs(30),
-        |out| out.contains("main"),
-    );
+    let kubectl = Kctl::with(kubectl_bin(), cluster.masters[0].kubeconfig());
+    let pod = kubectl.eventually(&["top", "pod", "hog", "--containers"], wait, |out| {
+        out.contains("main")
+    });
     assert!(pod.contains("hog"), "{pod}");
     drop(node);
 }

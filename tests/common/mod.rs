@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod hosts;
+pub mod kctl;
 pub mod nodes;
 pub mod real_node;
 

@@ -233,6 +233,23 @@ pub async fn wait_for(
     }
 }
 
+/// Waits up to a minute until node `name` reports the Ready condition True.
+pub async fn node_ready(api: &Api, name: &str) {
+    wait_for(
+        api,
+        &format!("/api/v1/nodes/{name}"),
+        Duration::from_secs(60),
+        "node Ready",
+        |n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        },
+    )
+    .await;
+}
+
 /// The status of a pod's container by name.
 pub fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
     pod["status"]["containerStatuses"]

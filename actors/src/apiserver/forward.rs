@@ -146,31 +146,16 @@ pub(crate) async fn log_to_master(
     req: &ApiRequest,
     master: &str,
 ) -> Option<Result<Response, StatusError>> {
-    let client = state.forward_client.as_ref()?;
-    let base = master_api(state, master).await?;
-    let mut url = format!("{base}{}", req.path);
+    let mut path_and_query = req.path.clone();
     let query: Vec<(&String, &String)> = req.query.iter().collect();
     if !query.is_empty() {
         let encoded: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(query)
             .finish();
-        url.push('?');
-        url.push_str(&encoded);
+        path_and_query.push('?');
+        path_and_query.push_str(&encoded);
     }
-    let mut request = client
-        .get(url)
-        .timeout(LOG_FORWARD_TIMEOUT)
-        .header(FORWARDED_HEADER, state.name.as_str());
-    if let Some(value) = req.headers.get("authorization") {
-        request = request.header("authorization", value.clone());
-    }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::debug!(%master, error = %e, "cannot forward a log request");
-            return None;
-        }
-    };
+    let response = send_to_master(state, req, master, &path_and_query, LOG_FORWARD_TIMEOUT).await?;
     let code = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response
         .headers()
@@ -192,6 +177,23 @@ pub(crate) async fn get_from_master(
     path_and_query: &str,
     timeout: Duration,
 ) -> Option<Bytes> {
+    let response = send_to_master(state, req, master, path_and_query, timeout).await?;
+    if response.status() != reqwest::StatusCode::OK {
+        tracing::debug!(%master, status = %response.status(), "another master refused a request");
+        return None;
+    }
+    read_limited(response).await.ok()
+}
+
+/// GETs `path_and_query` from the API of `master` with the client's authorization, marked
+/// forwarded; `None` when there is no forwarding client or the master cannot be reached.
+async fn send_to_master(
+    state: &ApiState,
+    req: &ApiRequest,
+    master: &str,
+    path_and_query: &str,
+    timeout: Duration,
+) -> Option<reqwest::Response> {
     let client = state.forward_client.as_ref()?;
     let base = master_api(state, master).await?;
     let mut request = client
@@ -201,18 +203,13 @@ pub(crate) async fn get_from_master(
     if let Some(value) = req.headers.get("authorization") {
         request = request.header("authorization", value.clone());
     }
-    let response = match request.send().await {
-        Ok(response) => response,
+    match request.send().await {
+        Ok(response) => Some(response),
         Err(e) => {
-            tracing::debug!(%master, error = %e, "cannot ask another master");
-            return None;
+            tracing::debug!(%master, path = %req.path, error = %e, "cannot reach another master");
+            None
         }
-    };
-    if response.status() != reqwest::StatusCode::OK {
-        tracing::debug!(%master, status = %response.status(), "another master refused a request");
-        return None;
     }
-    read_limited(response).await.ok()
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, String> {
