@@ -257,8 +257,19 @@ async fn deployments_run_spread_scale_and_roll_through_the_death_of_the_leading_
         most_seen <= 5,
         "at most replicas + maxSurge pods, saw {most_seen}"
     );
-    let new_holder = lease_holder(&api).await.expect("a master leads again");
-    assert_ne!(new_holder, holder, "the Lease moved to a live master");
+    // The rollout can finish before the dead master's Lease expires: wait for it to move.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let new_holder = lease_holder(&api).await;
+        if new_holder.as_ref().is_some_and(|h| *h != holder) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Lease did not move to a live master: {new_holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let reply = api.get(&format!("{DEPLOYMENTS}/web")).await;
     assert_eq!(reply.body["status"]["updatedReplicas"], 4, "{}", reply.text);
 

@@ -128,21 +128,27 @@ impl Browser {
     }
 
     /// Waits up to `timeout` for an element matching `css`.
+    ///
+    /// Chromium abandons a page load with `ERR_NETWORK_CHANGED` when another test creates or
+    /// removes network interfaces (nodes' bridges and namespaces) meanwhile: such a page is
+    /// loaded again.
     pub async fn wait_for(&self, css: &str, timeout: Duration) -> Element {
-        let found = self
-            .client()
-            .wait()
-            .at_most(timeout)
-            .every(Duration::from_millis(200))
-            .for_element(Locator::Css(css))
-            .await;
-        match found {
-            Ok(element) => element,
-            Err(e) => panic!(
-                "no element {css:?} on {} after {timeout:?} ({e}); the page's text:\n{}",
-                self.current_url().await,
-                self.text("body").await
-            ),
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(element) = self.find(css).await {
+                return element;
+            }
+            let body = self.text("body").await;
+            if Instant::now() >= deadline {
+                panic!(
+                    "no element {css:?} on {} after {timeout:?}; the page's text:\n{body}",
+                    self.current_url().await,
+                );
+            }
+            if body.contains("ERR_NETWORK_CHANGED") {
+                let _ = self.client().refresh().await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
