@@ -251,10 +251,8 @@ impl SnapshotFile {
 
 /// The meta at the head of a snapshot file, without decoding its payload.
 fn read_snapshot_meta(path: &Path) -> StorageResult<Option<SnapshotMeta<MemberId, Member>>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+    let Some(bytes) = read_snapshot_bytes(path)? else {
+        return Ok(None);
     };
     // A StoredSnapshot encodes its meta first.
     let (meta, _) = postcard::take_from_bytes::<SnapshotMeta<MemberId, Member>>(&bytes)
@@ -274,11 +272,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The snapshot file's bytes, or `None` if there is none yet.
+fn read_snapshot_bytes(path: &Path) -> StorageResult<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
+    }
+}
+
 fn read_snapshot_file(path: &Path) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+    let Some(bytes) = read_snapshot_bytes(path)? else {
+        return Ok(None);
     };
     let stored: StoredSnapshot =
         decode("snapshot file", &bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
