@@ -9,6 +9,7 @@
 //! sees every write acknowledged before the read began, exactly as with a round of its own.
 //! There is no timer: a lone reader starts a round at once.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +22,18 @@ use crate::types::{Member, MemberId, TypeConfig};
 /// What a round tells its readers: the read log id, or why leadership could not be confirmed.
 pub(crate) type Confirmed =
     Result<Option<LogId<MemberId>>, RaftError<MemberId, CheckIsLeaderError<MemberId, Member>>>;
+
+/// One leadership confirmation. Raft's is the real one; the unit tests hold a round open to see
+/// who joins it.
+pub(crate) trait Round: Send + Sync + 'static {
+    fn confirm(&self) -> impl Future<Output = Confirmed> + Send;
+}
+
+impl Round for Raft<TypeConfig> {
+    async fn confirm(&self) -> Confirmed {
+        self.ensure_linearizable().await
+    }
+}
 
 /// Readers that may wait for the next round at once; beyond, a read is turned away (the API and
 /// the peer service bound the requests in flight far below this).
@@ -36,8 +49,8 @@ pub(crate) enum NotConfirmed {
 }
 
 /// The queue of readers waiting for a round, and whether a task runs rounds. Cheap to share.
-pub(crate) struct ReadIndex {
-    raft: Raft<TypeConfig>,
+pub(crate) struct ReadIndex<R = Raft<TypeConfig>> {
+    round: R,
     /// How long one round may take before its readers are told to try again.
     round_max: Duration,
     state: Mutex<State>,
@@ -49,10 +62,10 @@ struct State {
     waiting: Vec<oneshot::Sender<Confirmed>>,
 }
 
-impl ReadIndex {
-    pub(crate) fn new(raft: Raft<TypeConfig>, round_max: Duration) -> Arc<ReadIndex> {
+impl<R: Round> ReadIndex<R> {
+    pub(crate) fn new(round: R, round_max: Duration) -> Arc<ReadIndex<R>> {
         Arc::new(ReadIndex {
-            raft,
+            round,
             round_max,
             state: Mutex::new(State::default()),
         })
@@ -93,7 +106,7 @@ impl ReadIndex {
                 std::mem::take(&mut state.waiting)
             };
             metrics::counter!(crate::metrics::READ_INDEX_ROUNDS).increment(1);
-            let round = tokio::time::timeout(self.round_max, self.raft.ensure_linearizable());
+            let round = tokio::time::timeout(self.round_max, self.round.confirm());
             // Timed out: the readers' senders are dropped, and each of them tries again.
             if let Ok(confirmed) = round.await {
                 for reader in readers {
@@ -101,5 +114,97 @@ impl ReadIndex {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// Rounds that each wait for a permit, so a test decides when one ends.
+    struct Gated {
+        started: AtomicUsize,
+        permits: Arc<Semaphore>,
+    }
+
+    impl Round for Arc<Gated> {
+        async fn confirm(&self) -> Confirmed {
+            let round = self.started.fetch_add(1, Ordering::SeqCst) as u64;
+            self.permits.acquire().await.expect("open").forget();
+            Ok(Some(LogId::new(
+                openraft::CommittedLeaderId::new(1, 0),
+                round,
+            )))
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("condition not reached within 1 s");
+    }
+
+    #[tokio::test]
+    async fn readers_that_arrive_during_a_round_share_the_next_one_and_never_the_running_one() {
+        let gated = Arc::new(Gated {
+            started: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(0)),
+        });
+        let reads = ReadIndex::new(gated.clone(), Duration::from_secs(10));
+        let first = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.confirm().await }
+        });
+        until(|| gated.started.load(Ordering::SeqCst) == 1).await;
+        // Round 0 runs; these 100 arrive after it started, so none may take its answer.
+        let later: Vec<_> = (0..100)
+            .map(|_| {
+                let reads = reads.clone();
+                tokio::spawn(async move { reads.confirm().await })
+            })
+            .collect();
+        until(|| reads.lock().waiting.len() == 100).await;
+        gated.permits.add_permits(1);
+        let round_of = |answer: Result<Confirmed, NotConfirmed>| {
+            answer
+                .expect("confirmed")
+                .expect("leader")
+                .expect("log id")
+                .index
+        };
+        assert_eq!(round_of(first.await.expect("reader")), 0);
+        until(|| gated.started.load(Ordering::SeqCst) == 2).await;
+        gated.permits.add_permits(1);
+        for reader in later {
+            assert_eq!(round_of(reader.await.expect("reader")), 1);
+        }
+        assert_eq!(
+            gated.started.load(Ordering::SeqCst),
+            2,
+            "one round for all 100"
+        );
+        // The task ends when nobody waits; the next reader starts a round of its own.
+        until(|| !reads.lock().running).await;
+        gated.permits.add_permits(1);
+        assert_eq!(round_of(reads.confirm().await), 2);
+    }
+
+    #[tokio::test]
+    async fn a_round_over_its_limit_sends_its_readers_to_try_again() {
+        let gated = Arc::new(Gated {
+            started: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(0)),
+        });
+        let reads = ReadIndex::new(gated.clone(), Duration::from_millis(20));
+        assert!(matches!(
+            reads.confirm().await,
+            Err(NotConfirmed::Abandoned)
+        ));
     }
 }

@@ -189,9 +189,11 @@ async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_every_pri
         "{reads} reads counted\n{after}"
     );
     eprintln!("{reads} linearizable reads, {rounds} read-index rounds");
-    // One round each would be `rounds == reads`.
+    // One round each would be `rounds == reads`. How many share depends on how the readers'
+    // requests spread over time on a loaded machine (CI saw 261 rounds for 480); the unit tests
+    // in read_index.rs pin down exactly who joins which round.
     assert!(
-        rounds * 2.0 <= reads,
+        rounds < reads,
         "{rounds} read-index rounds for {reads} concurrent reads: they do not share rounds"
     );
     cluster.shutdown().await;
