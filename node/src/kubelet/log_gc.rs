@@ -66,8 +66,9 @@ pub struct LogFile {
     pub path: PathBuf,
     pub bytes: u64,
     pub modified: SystemTime,
-    /// `<attempt>.log.N`: a rotated file no shim writes to.
-    pub rotated: bool,
+    /// N of `<attempt>.log.N`, a rotated file no shim writes to (higher is older); 0 for the
+    /// current `<attempt>.log`.
+    pub rotation: u32,
     /// The file's inode: the shim's rotation renames files (`.1` to `.2`, ...), so by the time
     /// a pass removes what it measured, the file may be under another name.
     pub inode: u64,
@@ -84,11 +85,13 @@ pub fn plan(files: &[LogFile], protected: &HashSet<PathBuf>, max_total_bytes: u6
     }
     let mut candidates: Vec<&LogFile> = files
         .iter()
-        .filter(|f| f.rotated || !protected.contains(&f.path))
+        .filter(|f| f.rotation > 0 || !protected.contains(&f.path))
         .collect();
-    // Rotated before current, then oldest first; the path breaks ties (stable order).
-    candidates
-        .sort_by(|a, b| (!a.rotated, a.modified, &a.path).cmp(&(!b.rotated, b.modified, &b.path)));
+    // Rotated before current, then oldest first. File times tick coarsely (a kernel tick, a
+    // few ms) and a chatty container rotates faster than that, so within a tick the higher
+    // rotation number is the older file; the path breaks the remaining ties (stable order).
+    let age = |f: &LogFile| (f.rotation == 0, f.modified, std::cmp::Reverse(f.rotation));
+    candidates.sort_by(|a, b| (age(a), &a.path).cmp(&(age(b), &b.path)));
     let mut remove = Vec::new();
     for file in candidates {
         if total <= max_total_bytes {
@@ -100,18 +103,21 @@ pub fn plan(files: &[LogFile], protected: &HashSet<PathBuf>, max_total_bytes: u6
     remove
 }
 
-/// Whether a file name is a container log: `<attempt>.log` (current) or `<attempt>.log.N`
-/// (rotated). Returns `Some(rotated)`.
-pub fn log_file_kind(name: &str) -> Option<bool> {
+/// Whether a file name is a container log: `<attempt>.log` (current, `Some(0)`) or
+/// `<attempt>.log.N` (rotated, `Some(N)` with N > 0).
+pub fn log_file_kind(name: &str) -> Option<u32> {
     let (attempt, rest) = name.split_once(".log")?;
     if attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     match rest {
-        "" => Some(false),
+        "" => Some(0),
         _ => {
             let n = rest.strip_prefix('.')?;
-            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(true)
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            n.parse::<u32>().ok().filter(|n| *n > 0)
         }
     }
 }
@@ -140,7 +146,7 @@ pub fn scan(pods_dir: &Path) -> Vec<LogFile> {
                     return files;
                 }
                 let name = entry.file_name();
-                let Some(rotated) = name.to_str().and_then(log_file_kind) else {
+                let Some(rotation) = name.to_str().and_then(log_file_kind) else {
                     continue;
                 };
                 let Ok(meta) = entry.metadata() else { continue };
@@ -151,7 +157,7 @@ pub fn scan(pods_dir: &Path) -> Vec<LogFile> {
                     path: entry.path(),
                     bytes: meta.len(),
                     modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    rotated,
+                    rotation,
                     inode: meta.ino(),
                 });
             }
@@ -258,12 +264,12 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn file(path: &str, bytes: u64, age_secs: u64, rotated: bool) -> LogFile {
+    fn file(path: &str, bytes: u64, age_secs: u64, rotation: u32) -> LogFile {
         LogFile {
             path: PathBuf::from(path),
             bytes,
             modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_secs),
-            rotated,
+            rotation,
             inode: 0,
         }
     }
@@ -271,11 +277,11 @@ mod tests {
     #[test]
     fn rotated_files_go_first_then_exited_logs_never_running_ones() {
         let files = vec![
-            file("/p/a/c/0.log", 50, 1, false), // running: protected
-            file("/p/a/c/0.log.1", 100, 10, true),
-            file("/p/a/c/0.log.2", 100, 20, true),
-            file("/p/b/c/0.log", 80, 100, false), // exited
-            file("/p/b/c/0.log.1", 100, 5, true),
+            file("/p/a/c/0.log", 50, 1, 0), // running: protected
+            file("/p/a/c/0.log.1", 100, 10, 1),
+            file("/p/a/c/0.log.2", 100, 20, 2),
+            file("/p/b/c/0.log", 80, 100, 0), // exited
+            file("/p/b/c/0.log.1", 100, 5, 1),
         ];
         let protected: HashSet<PathBuf> = [PathBuf::from("/p/a/c/0.log")].into();
         // (max total, removed in order)
@@ -302,12 +308,32 @@ mod tests {
     }
 
     #[test]
+    fn within_one_file_time_tick_the_higher_rotation_number_goes_first() {
+        // A chatty container rotated `.3`, `.2` and `.1` within one tick of the file clock.
+        let files = vec![
+            file("/p/a/c/0.log", 50, 0, 0),
+            file("/p/a/c/0.log.1", 100, 7, 1),
+            file("/p/a/c/0.log.10", 100, 7, 10),
+            file("/p/a/c/0.log.2", 100, 7, 2),
+        ];
+        let protected: HashSet<PathBuf> = [PathBuf::from("/p/a/c/0.log")].into();
+        let got = plan(&files, &protected, 200);
+        let want: Vec<PathBuf> = ["/p/a/c/0.log.10", "/p/a/c/0.log.2"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn log_file_names() {
         let cases = [
-            ("0.log", Some(false)),
-            ("12.log", Some(false)),
-            ("0.log.1", Some(true)),
-            ("3.log.10", Some(true)),
+            ("0.log", Some(0)),
+            ("12.log", Some(0)),
+            ("0.log.1", Some(1)),
+            ("3.log.10", Some(10)),
+            ("0.log.0", None),
+            ("0.log.99999999999", None),
             ("0.log.", None),
             ("0.log.x", None),
             ("x.log", None),
@@ -361,8 +387,8 @@ mod tests {
         std::fs::write(dir.path().join("ns_p_uid").join("1.log"), b"x").unwrap();
         let mut files = scan(dir.path());
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let got: Vec<(u64, bool)> = files.iter().map(|f| (f.bytes, f.rotated)).collect();
-        assert_eq!(got, vec![(3, false), (6, true)]);
+        let got: Vec<(u64, u32)> = files.iter().map(|f| (f.bytes, f.rotation)).collect();
+        assert_eq!(got, vec![(3, 0), (6, 1)]);
         assert_eq!(total_bytes(dir.path()), 9);
     }
 }
