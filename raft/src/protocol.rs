@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandResponse, Event, RangeRequest, RangeResponse, WatchRequest};
 use crate::error::WireError;
+use crate::pre_vote::PreVoteRequest;
 use crate::status::StoreStatus;
 use crate::types::{Member, MemberId, TypeConfig};
 
@@ -40,6 +41,8 @@ pub enum PeerRequest {
         name: String,
         hops: u8,
     },
+    /// Would this member vote for the candidate now? (See `pre_vote`.)
+    PreVote(PreVoteRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +63,8 @@ pub enum PeerResponse {
     Watch(Result<Vec<Event>, WireError>),
     Status(Result<StoreStatus, WireError>),
     Membership(Result<(), WireError>),
+    /// Whether it would grant the vote.
+    PreVote(bool),
     /// The request could not be understood or was not allowed.
     Refused(WireError),
 }

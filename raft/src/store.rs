@@ -23,6 +23,7 @@ use crate::error::StoreError;
 use crate::keyspace::Keyspace;
 use crate::log_store::LogStore;
 use crate::network::Network;
+use crate::pre_vote::{self, PreVoteRequest, VoteView};
 use crate::proposer::{self, Proposer};
 use crate::protocol::{PeerRequest, PeerResponse, FORWARD_HOPS_MAX};
 use crate::read_index::{NotConfirmed, ReadIndex};
@@ -130,6 +131,8 @@ impl StoreConfig {
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             purge_batch_size: 64,
             max_payload_entries: 256,
+            // The election loop (`Store::elections`) campaigns, after a pre-vote.
+            enable_elect: false,
             ..Config::default()
         };
         config
@@ -154,6 +157,11 @@ struct Inner {
     proposer: Proposer,
     /// Where linearizable reads wait for a shared read-index round.
     reads: Arc<ReadIndex>,
+    /// The log, read for its last id when this member campaigns or answers a pre-vote.
+    log: LogStore,
+    /// Whether this member campaigns when its election timer runs out (not while it believes
+    /// it was removed: see `removal_watch`).
+    standing: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
     /// The leader other members named when this one knew none, and when they were asked.
@@ -216,7 +224,7 @@ impl Store {
             id,
             raft_config,
             Network::new(transport.clone()),
-            log_store,
+            log_store.clone(),
             state_machine,
         )
         .await
@@ -234,6 +242,8 @@ impl Store {
                 transport: transport.clone(),
                 proposer,
                 reads,
+                log: log_store,
+                standing: AtomicBool::new(true),
                 tasks: Mutex::new(Vec::new()),
                 closing: AtomicBool::new(false),
                 leader_hint: Mutex::new(None),
@@ -246,6 +256,7 @@ impl Store {
         let bootstrap = tokio::spawn(store.clone().bootstrap());
         let compactor = tokio::spawn(store.clone().compactor());
         let removal = tokio::spawn(store.clone().removal_watch());
+        let elections = tokio::spawn(store.clone().elections());
         let batches = {
             let store = store.clone();
             tokio::spawn(proposer::run(proposals, move |command, deadline| {
@@ -253,9 +264,9 @@ impl Store {
                 async move { store.replicate(command, 0, deadline).await }
             }))
         };
-        store
-            .lock_tasks()
-            .extend([serve, bootstrap, compactor, removal, batches, leaders]);
+        store.lock_tasks().extend([
+            serve, bootstrap, compactor, removal, elections, batches, leaders,
+        ]);
         tracing::info!(
             name = %store.inner.config.name,
             id,
@@ -361,7 +372,7 @@ impl Store {
                     tracing::info!(
                         "a leader counts this member among the voters again: standing for election"
                     );
-                    self.inner.raft.runtime_config().elect(true);
+                    self.inner.standing.store(true, Ordering::SeqCst);
                     electing = true;
                 }
                 continue;
@@ -377,19 +388,139 @@ impl Store {
                         "the cluster's leader does not count this member among the voters \
                          (removed?): not standing for election until it is added back"
                     );
-                    self.inner.raft.runtime_config().elect(false);
+                    self.inner.standing.store(false, Ordering::SeqCst);
                     electing = false;
                 }
             }
         }
     }
 
-    /// Whether this member is a voter of its own (uniform) membership.
+    /// Campaigns when this member's election timer runs out and a pre-vote finds a quorum
+    /// that would elect it (see `pre_vote`); openraft's own election timer is off.
+    async fn elections(self) {
+        let config = self.inner.raft.config().clone();
+        let (min, max) = (config.election_timeout_min, config.election_timeout_max);
+        let tick = Duration::from_millis((config.heartbeat_interval / 3).max(5));
+        let draw = || Duration::from_millis(rand::random_range(min..=max));
+        let mut timeout = draw();
+        let mut not_before = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            if !self.inner.standing.load(Ordering::SeqCst)
+                || self.leads()
+                || Instant::now() < not_before
+            {
+                continue;
+            }
+            let Some(view) = self.vote_view().await else {
+                continue;
+            };
+            if !view.timer_expired(timeout) {
+                continue;
+            }
+            not_before = Instant::now() + timeout;
+            timeout = draw();
+            let (voter_sets, peers) = {
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                let peers: Vec<(MemberId, String)> = membership
+                    .nodes()
+                    .filter(|(id, _)| **id != self.inner.id)
+                    .map(|(id, member)| (*id, member.addr.clone()))
+                    .collect();
+                (membership.get_joint_config().clone(), peers)
+            };
+            if !voter_sets.iter().any(|set| set.contains(&self.inner.id)) {
+                continue;
+            }
+            let Ok(last_log_id) = self.last_log_id().await else {
+                continue;
+            };
+            let request = PeerRequest::PreVote(PreVoteRequest {
+                candidate: self.inner.id,
+                last_log_id,
+            });
+            let voters: BTreeSet<MemberId> = voter_sets.iter().flatten().copied().collect();
+            let wait = Duration::from_millis(min / 2);
+            let answers = peers
+                .iter()
+                .filter(|(id, _)| voters.contains(id))
+                .map(|(id, addr)| {
+                    let (request, transport) = (&request, &self.inner.transport);
+                    async move {
+                        let answer = transport.call(addr, request, wait).await;
+                        (*id, matches!(answer, Ok(PeerResponse::PreVote(true))))
+                    }
+                });
+            let mut granted: BTreeSet<MemberId> = futures::future::join_all(answers)
+                .await
+                .into_iter()
+                .filter_map(|(id, yes)| yes.then_some(id))
+                .collect();
+            granted.insert(self.inner.id);
+            if !pre_vote::quorum(&voter_sets, &granted) {
+                tracing::debug!(?granted, "pre-vote: no quorum would elect this member");
+                continue;
+            }
+            tracing::info!(
+                ?granted,
+                "pre-vote: a quorum would elect this member; campaigning"
+            );
+            if self.inner.raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// This member's vote as openraft holds it; `None` once Raft stopped.
+    async fn vote_view(&self) -> Option<VoteView> {
+        let lease = Duration::from_millis(self.inner.raft.config().election_timeout_max);
+        self.inner
+            .raft
+            .with_raft_state(move |state| VoteView {
+                committed: state.vote_ref().is_committed(),
+                since_renewed: state.vote_last_modified().map(|at| at.elapsed()),
+                lease,
+            })
+            .await
+            .ok()
+    }
+
+    /// The id of the last entry in this member's log (or of the last one purged).
+    async fn last_log_id(&self) -> Result<Option<openraft::LogId<MemberId>>, StoreError> {
+        use openraft::storage::RaftLogStorage;
+        let mut log = self.inner.log.clone();
+        log.get_log_state()
+            .await
+            .map(|state| state.last_log_id)
+            .map_err(|e| StoreError::Storage(format!("cannot read the log: {e}")))
+    }
+
+    /// Whether this member would vote for the candidate now (a pre-vote; nothing changes).
+    async fn answer_pre_vote(&self, request: &PreVoteRequest) -> bool {
+        let (Some(view), Ok(own)) = (self.vote_view().await, self.last_log_id().await) else {
+            return false;
+        };
+        let grant = pre_vote::would_grant(&view, own.as_ref(), request.last_log_id.as_ref());
+        tracing::debug!(
+            candidate = request.candidate,
+            grant,
+            ?view,
+            "pre-vote asked"
+        );
+        grant
+    }
+
     /// Whether this member is the Raft leader now.
     fn leads(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    /// Whether this member is a voter of its own (uniform) membership.
     fn votes_here(&self) -> bool {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow();
@@ -1167,6 +1298,9 @@ impl Handler for Service {
                 PeerResponse::Range(store.range_hops(request, hops).await.map_err(Into::into))
             }
             PeerRequest::Status => PeerResponse::Status(Ok(store.status().await)),
+            PeerRequest::PreVote(request) => {
+                PeerResponse::PreVote(store.answer_pre_vote(&request).await)
+            }
             PeerRequest::AddMember { member, hops } => PeerResponse::Membership(
                 store
                     .change_membership(MembershipChange::Add(member), hops)

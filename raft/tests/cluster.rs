@@ -368,6 +368,47 @@ async fn a_wiped_member_readded_catches_up_by_snapshot() {
     cluster.shutdown().await;
 }
 
+/// Each running member's (name, term).
+async fn terms(cluster: &TestCluster) -> Vec<(String, u64)> {
+    let mut terms = Vec::new();
+    for i in 0..cluster.configs.len() {
+        let status = cluster.store(i).status().await;
+        terms.push((status.name, status.term));
+    }
+    terms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_cut_off_from_the_leader_alone_neither_campaigns_nor_deposes_it() {
+    init_tracing();
+    let cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.leader(LEADER_TIMEOUT).await;
+    put(&cluster.direct_client(leader), "/k", "1")
+        .await
+        .expect("write");
+    let before = terms(&cluster).await;
+    // The follower no longer hears the leader, but still reaches the third member, which does:
+    // its pre-votes are refused, so it never raises its term. Without pre-vote it campaigns
+    // term after term, and once the link is back its term deposes the leader.
+    let cut_off = (leader + 1) % 3;
+    cluster.cut(leader, cut_off);
+    // About ten election timeouts (100 ms heartbeats: 400 to 800 ms each).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        terms(&cluster).await,
+        before,
+        "terms moved while the link was cut"
+    );
+    cluster.heal();
+    put(&cluster.direct_client(cut_off), "/k", "2")
+        .await
+        .expect("write through the member that was cut off");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cluster.leader(LEADER_TIMEOUT).await, leader);
+    assert_eq!(terms(&cluster).await, before, "terms moved after the heal");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_leader_cannot_commit() {
     init_tracing();

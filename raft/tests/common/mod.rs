@@ -166,6 +166,11 @@ impl TestCluster {
             .isolate(&self.configs[i].name, self.configs[i].listen);
     }
 
+    /// Cuts the link between members `i` and `j`; both still reach everyone else.
+    pub fn cut(&self, i: usize, j: usize) {
+        self.net.cut(self.configs[i].listen, self.configs[j].listen);
+    }
+
     pub fn heal(&self) {
         self.net.heal();
     }

@@ -23,6 +23,8 @@ struct NetState {
     /// Real addresses of isolated members.
     isolated_addrs: HashSet<SocketAddr>,
     isolated_names: HashSet<String>,
+    /// Links cut between two members (real addresses, both directions).
+    cut_links: HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Net {
@@ -32,10 +34,18 @@ impl Net {
         state.isolated_names.insert(name.to_string());
     }
 
+    /// Cuts the link between the members at `a` and `b` only.
+    pub fn cut(&self, a: SocketAddr, b: SocketAddr) {
+        let mut state = self.inner.lock().unwrap();
+        state.cut_links.insert((a, b));
+        state.cut_links.insert((b, a));
+    }
+
     pub fn heal(&self) {
         let mut state = self.inner.lock().unwrap();
         state.isolated_addrs.clear();
         state.isolated_names.clear();
+        state.cut_links.clear();
     }
 
     pub fn is_isolated(&self, name: &str) -> bool {
@@ -44,7 +54,9 @@ impl Net {
 
     fn passes(&self, target: SocketAddr, client: SocketAddr) -> bool {
         let state = self.inner.lock().unwrap();
-        !state.isolated_addrs.contains(&target) && !state.isolated_addrs.contains(&client)
+        !state.isolated_addrs.contains(&target)
+            && !state.isolated_addrs.contains(&client)
+            && !state.cut_links.contains(&(target, client))
     }
 }
 
