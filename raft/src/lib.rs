@@ -46,7 +46,7 @@ pub use watch::{WatchError, WatchStream};
 pub mod storage {
     pub use crate::db::{close, open};
     pub use crate::keyspace::Keyspace;
-    pub use crate::log_store::LogStore;
+    pub use crate::log_store::{DurableSnapshot, LogStore};
     pub use crate::state_machine::{SnapshotBuilder, StateMachineStore};
 }
 

@@ -13,10 +13,12 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use tokio::sync::watch;
 
 use crate::codec::{decode, encode, read_u64, u64_key};
 use crate::db::{cf, CF_COMMITTED, CF_LOG, CF_PURGED, CF_VOTE};
@@ -27,6 +29,14 @@ type StorageResult<T> = Result<T, StorageError<MemberId>>;
 /// How many appends may wait for one fsync before `append` itself waits.
 const PENDING_SYNCS_MAX: usize = 4096;
 
+/// How long a purge waits for the snapshot that covers it to be on disk (a large install
+/// takes a few seconds; the Raft core waits meanwhile, as it would for the install); past it, the log is
+/// purged only as far as the snapshot on disk goes (the rest waits for a later purge).
+const PURGE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The last log id of the snapshot on disk (fsynced), as the state machine publishes it.
+pub type DurableSnapshot = watch::Receiver<Option<LogId<MemberId>>>;
+
 /// The log side of a member's storage. Cheap to clone: clones share the database and the
 /// sync thread.
 #[derive(Clone)]
@@ -35,6 +45,10 @@ pub struct LogStore {
     sync: SyncSender<LogFlushed<TypeConfig>>,
     /// Acknowledge appends and meta writes without fsync (unsafe; Jepsen only).
     no_sync: bool,
+    /// When set, the log is never purged past the snapshot on disk (see [`LogStore::purge`]).
+    snapshot: Option<DurableSnapshot>,
+    /// How long a purge waits for its snapshot ([`PURGE_WAIT_MAX`]; tests shorten it).
+    purge_wait: Duration,
 }
 
 impl LogStore {
@@ -46,7 +60,42 @@ impl LogStore {
             .spawn(move || sync_loop(&sync_db, &pending, no_sync))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the log sync thread: {e}"));
-        LogStore { db, sync, no_sync }
+        LogStore {
+            db,
+            sync,
+            no_sync,
+            snapshot: None,
+            purge_wait: PURGE_WAIT_MAX,
+        }
+    }
+
+    /// Purges wait for `snapshot` to cover them. openraft 0.9 purges the log up to a snapshot
+    /// received from the leader while the state machine is still installing it: killed in
+    /// between, a member restarted with its log purged past its snapshot file, a hole openraft
+    /// refuses to start with (found by the Jepsen suite).
+    pub fn purge_within(mut self, snapshot: DurableSnapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    /// How far the log may be purged towards `upto`: all the way once the snapshot on disk
+    /// covers it (waiting at most [`PURGE_WAIT_MAX`]), else as far as that snapshot goes.
+    async fn purgeable(&self, upto: LogId<MemberId>) -> Option<LogId<MemberId>> {
+        let Some(snapshot) = &self.snapshot else {
+            return Some(upto);
+        };
+        let mut snapshot = snapshot.clone();
+        let covered = snapshot.wait_for(|last| last.as_ref() >= Some(&upto));
+        if let Ok(Ok(_)) = tokio::time::timeout(self.purge_wait, covered).await {
+            return Some(upto);
+        }
+        let on_disk = *snapshot.borrow();
+        tracing::warn!(
+            upto = %upto,
+            snapshot = ?on_disk,
+            "the snapshot on disk does not cover this purge yet: purging only as far as it goes"
+        );
+        on_disk.filter(|last| last.index < upto.index)
     }
 
     /// Called before Raft starts: keeps the persisted vote (term and candidate) but forgets
@@ -232,6 +281,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<MemberId>) -> StorageResult<()> {
+        let Some(log_id) = self.purgeable(log_id).await else {
+            return Ok(());
+        };
         // Record the purge point first: a crash between the two leaves extra entries, which
         // openraft tolerates, never a gap.
         self.write_meta(CF_PURGED, &log_id, true)
@@ -243,5 +295,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 u64_key(log_id.index.saturating_add(1)),
             )
             .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(index: u64) -> LogId<MemberId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    async fn purged(log: &LogStore) -> Option<LogId<MemberId>> {
+        log.clone()
+            .get_log_state()
+            .await
+            .expect("log state")
+            .last_purged_log_id
+    }
+
+    #[tokio::test]
+    async fn the_log_is_purged_no_further_than_the_snapshot_on_disk() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = crate::db::open(dir.path()).expect("open");
+        let (snapshot, on_disk) = watch::channel(Some(log_id(100)));
+        let mut log = LogStore::new(db, false).purge_within(on_disk);
+        log.purge_wait = Duration::from_millis(400);
+        // Covered by the snapshot on disk: at once.
+        log.clone().purge(log_id(90)).await.expect("purge");
+        assert_eq!(purged(&log).await, Some(log_id(90)));
+        // Past it: waits until a snapshot that covers it is on disk.
+        let purge = tokio::spawn({
+            let mut log = log.clone();
+            async move { log.purge(log_id(200)).await }
+        });
+        tokio::time::sleep(log.purge_wait / 2).await;
+        assert_eq!(purged(&log).await, Some(log_id(90)));
+        snapshot.send_replace(Some(log_id(250)));
+        purge.await.expect("task").expect("purge");
+        assert_eq!(purged(&log).await, Some(log_id(200)));
+        // A snapshot that never comes: only as far as the one on disk, after the wait.
+        log.clone().purge(log_id(400)).await.expect("purge");
+        assert_eq!(purged(&log).await, Some(log_id(250)));
     }
 }

@@ -96,6 +96,25 @@ impl StateMachineStore {
         })
     }
 
+    /// The last log id of the snapshot on disk, updated as snapshots are written.
+    pub fn durable_snapshot(&self) -> crate::log_store::DurableSnapshot {
+        self.snapshot_file.durable.subscribe()
+    }
+
+    /// The last log id applied to the state machine.
+    pub fn applied(&self) -> Option<LogId<MemberId>> {
+        self.applied
+    }
+
+    /// Writes a snapshot of the state machine as it is now.
+    pub async fn snapshot_now(&mut self) -> StorageResult<()> {
+        self.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .map(drop)
+    }
+
     pub fn keyspace(&self) -> &Arc<Keyspace> {
         &self.keyspace
     }
@@ -216,6 +235,8 @@ struct SnapshotFile {
     path: PathBuf,
     /// The last log id of the snapshot in the file.
     last: Mutex<Option<LogId<MemberId>>>,
+    /// The same, published once the file is synced (the log store purges no further).
+    durable: tokio::sync::watch::Sender<Option<LogId<MemberId>>>,
 }
 
 impl SnapshotFile {
@@ -224,6 +245,7 @@ impl SnapshotFile {
         Ok(SnapshotFile {
             path,
             last: Mutex::new(last),
+            durable: tokio::sync::watch::Sender::new(last),
         })
     }
 
@@ -240,6 +262,7 @@ impl SnapshotFile {
         }
         write_atomically(&self.path, bytes)?;
         *last = meta.last_log_id;
+        self.durable.send_replace(meta.last_log_id);
         Ok(true)
     }
 

@@ -209,13 +209,17 @@ impl Store {
             );
         }
         let db_open_ms = opening.elapsed().as_millis();
-        let log_store = LogStore::new(db, config.unsafe_mode.no_sync);
+        let mut state_machine =
+            StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
+                .map_err(|e| storage_error("cannot read the state machine", &e))?;
+        let log_store = LogStore::new(db, config.unsafe_mode.no_sync)
+            .purge_within(state_machine.durable_snapshot());
         log_store
             .forget_vote_grant()
             .map_err(|e| storage_error("cannot read the vote", &e))?;
-        let state_machine =
-            StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
-                .map_err(|e| storage_error("cannot read the state machine", &e))?;
+        repair_snapshot(&log_store, &mut state_machine)
+            .await
+            .map_err(|e| storage_error("cannot repair the snapshot", &e))?;
         let transport = Arc::new(
             Transport::bind_server(config.listen, &config.token).map_err(StoreError::Invalid)?,
         );
@@ -1277,6 +1281,31 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// A member killed after installing a snapshot's state but before writing its file has a
+/// state machine ahead of both its log and its snapshot file; openraft would purge the log up
+/// to the state machine at start, past the snapshot, and then refuse the hole it made. So the
+/// state machine is written as a snapshot first.
+async fn repair_snapshot(
+    log: &LogStore,
+    state_machine: &mut StateMachineStore,
+) -> Result<(), openraft::StorageError<MemberId>> {
+    use openraft::storage::RaftLogStorage;
+    let last_log = log.clone().get_log_state().await?.last_log_id;
+    let applied = state_machine.applied();
+    let snapshot = *state_machine.durable_snapshot().borrow();
+    if last_log < applied && snapshot < applied {
+        tracing::warn!(
+            ?last_log,
+            ?applied,
+            ?snapshot,
+            "the state machine is ahead of the log and of the snapshot file (stopped while \
+             installing a snapshot): writing a snapshot of it before Raft starts"
+        );
+        state_machine.snapshot_now().await?;
+    }
+    Ok(())
 }
 
 impl Handler for Service {
