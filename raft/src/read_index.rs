@@ -129,6 +129,16 @@ mod tests {
         permits: Arc<Semaphore>,
     }
 
+    impl Gated {
+        /// No round ends until the test adds a permit.
+        fn closed() -> Arc<Gated> {
+            Arc::new(Gated {
+                started: AtomicUsize::new(0),
+                permits: Arc::new(Semaphore::new(0)),
+            })
+        }
+    }
+
     impl Round for Arc<Gated> {
         async fn confirm(&self) -> Confirmed {
             let round = self.started.fetch_add(1, Ordering::SeqCst) as u64;
@@ -152,10 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_that_arrive_during_a_round_share_the_next_one_and_never_the_running_one() {
-        let gated = Arc::new(Gated {
-            started: AtomicUsize::new(0),
-            permits: Arc::new(Semaphore::new(0)),
-        });
+        let gated = Gated::closed();
         let reads = ReadIndex::new(gated.clone(), Duration::from_secs(10));
         let first = tokio::spawn({
             let reads = reads.clone();
@@ -197,10 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_round_over_its_limit_sends_its_readers_to_try_again() {
-        let gated = Arc::new(Gated {
-            started: AtomicUsize::new(0),
-            permits: Arc::new(Semaphore::new(0)),
-        });
+        let gated = Gated::closed();
         let reads = ReadIndex::new(gated.clone(), Duration::from_millis(20));
         assert!(matches!(
             reads.confirm().await,
