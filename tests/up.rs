@@ -160,5 +160,16 @@ async fn keelson_up_runs_the_readme_example() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(status.success(), "keelson up exited with {status}");
+    assert!(
+        status.success(),
+        "keelson up exited with {status}: {}",
+        log_tail(&dir.path().join("up.log"))
+    );
+}
+
+/// The last lines of a log, to say why a process ended as it did.
+fn log_tail(path: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -126,11 +126,17 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> &'a ColumnFamily {
 /// handle back.
 pub fn close(db: Arc<DB>) -> Result<(), Arc<DB>> {
     let db = Arc::try_unwrap(db)?;
-    // Write out what the hand-flushed WAL still buffers (state machine writes).
+    quiesce(&db);
+    drop(db);
+    Ok(())
+}
+
+/// Writes out what the hand-flushed WAL still buffers (state machine writes) and stops
+/// RocksDB's background threads: what the process needs to exit without aborting when a
+/// handle could not be closed.
+pub(crate) fn quiesce(db: &DB) {
     if let Err(e) = db.flush_wal(true) {
         tracing::warn!("cannot flush the write-ahead log at close: {e}");
     }
     db.cancel_all_background_work(true);
-    drop(db);
-    Ok(())
 }

@@ -1259,7 +1259,12 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tracing::warn!(%name, "database still in use after shutdown; left open");
+        db::quiesce(&db);
+        tracing::warn!(
+            %name,
+            holders = Arc::strong_count(&db) - 1,
+            "database still in use after shutdown: background work stopped, left open"
+        );
     }
 }
 

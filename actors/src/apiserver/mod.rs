@@ -59,6 +59,8 @@ pub(crate) fn decode_stored(kv: &keelson_raft::KeyValue) -> Result<serde_json::V
 const CONNECTIONS_MAX: usize = 4096;
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may finish its requests once the server stops.
+const CONNECTION_DRAIN_MAX: Duration = Duration::from_secs(2);
 /// How often a master waiting for a store leader at start says so.
 const LEADER_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -487,10 +489,14 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = service.clone();
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let tls = match tokio::select! {
+                shaken = handshake => shaken,
+                () = stop_signalled(&mut stopped) => return,
+            } {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -502,14 +508,32 @@ async fn accept_loop(
                 }
             };
             let hyper_service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), hyper_service)
-                .await
-            {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls), hyper_service);
+            tokio::pin!(connection);
+            // A connection holds the store through the service: it must end when the server
+            // stops (an idle keep-alive connection never would), or the store cannot close.
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop_signalled(&mut stopped) => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(CONNECTION_DRAIN_MAX, connection.as_mut()).await {
+                        Ok(ended) => ended,
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+}
+
+/// Returns once the server is told to stop (or its stop sender is gone).
+async fn stop_signalled(stopped: &mut signal::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// A 404 for a path that names nothing this server serves.
