@@ -270,8 +270,20 @@ async fn deployments_run_spread_scale_and_roll_through_the_death_of_the_leading_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let reply = api.get(&format!("{DEPLOYMENTS}/web")).await;
-    assert_eq!(reply.body["status"]["updatedReplicas"], 4, "{}", reply.text);
+    // The Deployment's status follows its pods (from the new leader's informers): poll it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = api.get(&format!("{DEPLOYMENTS}/web")).await;
+        if reply.body["status"]["updatedReplicas"] == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment's status never counted 4 updated replicas: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Phase 6: no pod was bound twice or left unbound, and the pods stay at four.
     tokio::time::sleep(Duration::from_secs(3)).await;
