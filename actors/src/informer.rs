@@ -58,6 +58,8 @@ struct Cache {
     objects: HashMap<String, Arc<Value>>,
     /// Keys of objects by the uid of each of their owners.
     by_owner: HashMap<String, HashSet<String>>,
+    /// Keys of objects no owner controls (orphans a controller may adopt).
+    uncontrolled: HashSet<String>,
     revision: u64,
 }
 
@@ -67,9 +69,13 @@ impl Cache {
         if let Some(old) = &old {
             self.unindex(&key, old);
         }
-        for owner in object::owner_references(&obj) {
+        let owners = object::owner_references(&obj);
+        if !owners.iter().any(|o| o.controller == Some(true)) {
+            self.uncontrolled.insert(key.clone());
+        }
+        for owner in owners {
             self.by_owner
-                .entry(owner.uid.clone())
+                .entry(owner.uid)
                 .or_default()
                 .insert(key.clone());
         }
@@ -83,6 +89,7 @@ impl Cache {
     }
 
     fn unindex(&mut self, key: &str, obj: &Value) {
+        self.uncontrolled.remove(key);
         for owner in object::owner_references(obj) {
             if let Some(keys) = self.by_owner.get_mut(&owner.uid) {
                 keys.remove(key);
@@ -190,6 +197,18 @@ impl Informer {
             .values()
             .filter(|o| object::namespace(o) == Some(namespace))
             .cloned()
+            .collect()
+    }
+
+    /// The objects of one namespace that no owner controls, found through an index: a
+    /// controller looks for orphans to adopt at every sync, among thousands of pods.
+    pub fn uncontrolled_in(&self, namespace: &str) -> Vec<Arc<Value>> {
+        let cache = self.read();
+        cache
+            .uncontrolled
+            .iter()
+            .filter(|k| split_key(k).0 == Some(namespace))
+            .filter_map(|k| cache.objects.get(k).cloned())
             .collect()
     }
 
@@ -398,5 +417,50 @@ impl Informers {
     /// Panics never: an unknown name is a programming error reported as `None`.
     pub fn by_plural(&self, plural: &str) -> Option<Informer> {
         keelson_api::resources::find_by_name(plural).map(|r| self.of(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, owners: Value) -> Arc<Value> {
+        Arc::new(json!({"metadata": {"namespace": "ns", "name": name, "ownerReferences": owners}}))
+    }
+
+    fn uncontrolled(cache: &Cache) -> Vec<&str> {
+        let mut keys: Vec<&str> = cache.uncontrolled.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn the_orphan_index_follows_adoption_release_and_removal() {
+        let controller = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+            "uid": "rs-uid", "controller": true}]);
+        let other = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "cm",
+            "uid": "cm-uid"}]);
+        let mut cache = Cache::default();
+        cache.insert("ns/a".into(), pod("a", json!([])));
+        cache.insert("ns/b".into(), pod("b", controller.clone()));
+        cache.insert("ns/c".into(), pod("c", other));
+        assert_eq!(
+            uncontrolled(&cache),
+            ["ns/a", "ns/c"],
+            "no controller: orphans"
+        );
+
+        cache.insert("ns/a".into(), pod("a", controller));
+        assert_eq!(uncontrolled(&cache), ["ns/c"], "adopted");
+        assert_eq!(cache.by_owner["rs-uid"].len(), 2);
+
+        cache.insert("ns/b".into(), pod("b", json!([])));
+        assert_eq!(uncontrolled(&cache), ["ns/b", "ns/c"], "released");
+        assert_eq!(cache.by_owner["rs-uid"].len(), 1);
+
+        cache.remove("ns/c");
+        assert_eq!(uncontrolled(&cache), ["ns/b"], "removed");
+        assert!(!cache.by_owner.contains_key("cm-uid"));
     }
 }

@@ -10,6 +10,7 @@
 //! An owner counts as gone only when the cache lacks it and a live read confirms: 404, or an
 //! object of that name with another uid.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use keelson_api::object;
@@ -99,22 +100,22 @@ pub(crate) enum OwnerAction {
 }
 
 /// The pure decision for an owner given its dependents (objects naming its uid).
-pub(crate) fn plan_owner(obj: &Value, dependents: &[Value]) -> OwnerAction {
+pub(crate) fn plan_owner(obj: &Value, dependents: &[(&str, Arc<Value>)]) -> OwnerAction {
     if object::deletion_timestamp(obj).is_none() {
         return OwnerAction::Nothing;
     }
     let finalizers = object::finalizers(obj);
     let uid = object::uid(obj).unwrap_or_default();
     if finalizers.iter().any(|f| f == ORPHAN) {
-        return OwnerAction::Orphan(dependents.iter().map(key_of).collect());
+        return OwnerAction::Orphan(dependents.iter().map(|(_, d)| key_of(d)).collect());
     }
     if finalizers.iter().any(|f| f == FOREGROUND) {
         let delete = dependents
             .iter()
-            .filter(|d| object::deletion_timestamp(d).is_none())
-            .map(key_of)
+            .filter(|(_, d)| object::deletion_timestamp(d).is_none())
+            .map(|(_, d)| key_of(d))
             .collect();
-        let wait = dependents.iter().any(|d| {
+        let wait = dependents.iter().any(|(_, d)| {
             object::owner_references(d)
                 .iter()
                 .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
@@ -162,14 +163,10 @@ impl Graph {
     }
 
     /// Every object (as queue key) that names `uid` as an owner.
-    fn dependents(&self, uid: &str) -> Vec<(&'static str, Value)> {
+    fn dependents(&self, uid: &str) -> Vec<(&'static str, Arc<Value>)> {
         self.kinds
             .iter()
-            .flat_map(|(r, i)| {
-                i.owned_by(uid)
-                    .into_iter()
-                    .map(move |o| (r.plural, (*o).clone()))
-            })
+            .flat_map(|(r, i)| i.owned_by(uid).into_iter().map(move |o| (r.plural, o)))
             .collect()
     }
 
@@ -313,10 +310,14 @@ async fn reconcile(
     let (namespace, name) = split_key(key);
     let uid = object::uid(&obj).unwrap_or_default().to_string();
 
-    // As an owner being deleted with a propagation finalizer.
-    let dependents = graph.dependents(&uid);
-    let values: Vec<Value> = dependents.iter().map(|(_, d)| d.clone()).collect();
-    match plan_owner(&obj, &values) {
+    // As an owner being deleted with a propagation finalizer. Only then are its dependents
+    // looked up: a ReplicaSet is reconciled at every change of one of its pods.
+    let dependents = if object::deletion_timestamp(&obj).is_some() {
+        graph.dependents(&uid)
+    } else {
+        Vec::new()
+    };
+    match plan_owner(&obj, &dependents) {
         OwnerAction::Nothing => {}
         OwnerAction::Orphan(_) => {
             for (dep_plural, dep) in &dependents {
@@ -571,6 +572,10 @@ mod tests {
             ),
         ];
         for (name, owner, dependents, want) in cases {
+            let dependents: Vec<(&str, Arc<Value>)> = dependents
+                .into_iter()
+                .map(|d| ("pods", Arc::new(d)))
+                .collect();
             assert_eq!(plan_owner(&owner, &dependents), want, "{name}");
         }
     }

@@ -707,11 +707,8 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
         }
     }
     if let Some(selector) = shared.kind.selector(&owner) {
-        for pod in shared.pods.list_namespace(ns) {
-            if object::controller_of(&pod).is_none()
-                && selector.matches(&object::labels(&pod))
-                && seen.insert(key_of(&pod))
-            {
+        for pod in shared.pods.uncontrolled_in(ns) {
+            if selector.matches(&object::labels(&pod)) && seen.insert(key_of(&pod)) {
                 pods.push(pod);
             }
         }
