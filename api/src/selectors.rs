@@ -882,6 +882,25 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
     }
+
+    /// Texts found verbatim in the compact JSON of every object this selector matches: the
+    /// values of `field=value` terms on text fields, when made only of characters JSON never
+    /// escapes. A server watching thousands of `spec.nodeName=...` selections passes over a
+    /// stored object that lacks one without parsing it.
+    pub fn required_texts(&self) -> Vec<&str> {
+        self.terms
+            .iter()
+            .filter(|t| {
+                t.equal
+                    && t.field.kind == FieldType::Text
+                    && !t.value.is_empty()
+                    && t.value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:/@+".contains(&b))
+            })
+            .map(|t| t.value.as_str())
+            .collect()
+    }
 }
 
 fn field_value(obj: &Value, field: &SelectableField) -> String {
@@ -1160,6 +1179,36 @@ mod tests {
         for (resource, input, obj, expected) in cases {
             let selector = FieldSelector::parse(resource, input).unwrap();
             assert_eq!(selector.matches(obj), expected, "{input} on {obj}");
+            // What a watch skips unparsed must never have matched.
+            let json = serde_json::to_string(obj).unwrap();
+            if expected {
+                for text in selector.required_texts() {
+                    assert!(json.contains(text), "{input}: {text:?} not in {json}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn required_texts_are_the_unescaped_values_of_equal_text_terms() {
+        let pods = find("", "v1", "pods").unwrap();
+        let nodes = find("", "v1", "nodes").unwrap();
+        let cases: &[(&Resource, &str, &[&str])] = &[
+            (pods, "spec.nodeName=node-1", &["node-1"]),
+            (
+                pods,
+                "spec.nodeName==node-1,status.phase=Running",
+                &["node-1", "Running"],
+            ),
+            (pods, "spec.nodeName!=node-1", &[]),
+            (pods, "spec.nodeName=", &[]),
+            (pods, "metadata.name=a\\,b", &[]),
+            (pods, "spec.hostNetwork=true", &[]),
+            (nodes, "spec.unschedulable=false", &[]),
+        ];
+        for (resource, input, want) in cases {
+            let selector = FieldSelector::parse(resource, input).unwrap();
+            assert_eq!(selector.required_texts(), *want, "{input}");
         }
     }
 

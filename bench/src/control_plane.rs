@@ -2,7 +2,9 @@
 //! nodes (`keelson node --runtime hollow --count N`, one process); measures
 //! - the baseline: raw bindings per second, pods bound by this program through the `binding`
 //!   subresource with the same number of clients (what the API and store allow, no decisions);
-//! - the scheduler: pods created as Deployments, bound by the scheduler, reported Running by
+//! - the scheduler alone: bare pods created by this program faster than they are bound (as
+//!   kube-scheduler's own benchmark does), bindings per second in the steady part;
+//! - the pipeline: pods created as Deployments, bound by the scheduler, reported Running by
 //!   the hollow kubelets; bindings per second in the steady part (10%..90% of the pods) and the
 //!   time from the first create until all are Running;
 //!
@@ -136,12 +138,17 @@ struct Seen {
 }
 
 /// Streams pod changes labelled `bench=scheduler` from `rv` into `tx`.
-async fn watch_pods(api: ApiTarget, rv: String, tx: mpsc::Sender<Seen>) -> anyhow::Result<()> {
+async fn watch_pods(
+    api: ApiTarget,
+    rv: String,
+    bench_label: &'static str,
+    tx: mpsc::Sender<Seen>,
+) -> anyhow::Result<()> {
     let mut conn = api.connect().await.map_err(|e| anyhow!(e))?;
     conn.ready().await?;
     let request = hyper::Request::builder()
         .uri(format!(
-            "/api/v1/pods?watch=true&resourceVersion={rv}&labelSelector=bench%3Dscheduler&allowWatchBookmarks=false"
+            "/api/v1/pods?watch=true&resourceVersion={rv}&labelSelector=bench%3D{bench_label}&allowWatchBookmarks=false"
         ))
         .header("host", api.addr().to_string())
         .header("authorization", api.authorization())
@@ -181,6 +188,50 @@ async fn watch_pods(api: ApiTarget, rv: String, tx: mpsc::Sender<Seen>) -> anyho
         }
     }
     Ok(())
+}
+
+/// Creates `n` pods named `{bench}-{i}` and labelled `bench={bench}` with `clients` clients;
+/// pods per second.
+async fn create_pods(
+    api: &ApiTarget,
+    clients: usize,
+    n: usize,
+    bench: &'static str,
+    scheduler: Option<&'static str>,
+) -> anyhow::Result<f64> {
+    let labels = json!({ "bench": bench });
+    concurrently(api, clients, n, move |mut client, i| {
+        let mut pod = pod_template(&labels, scheduler);
+        pod["metadata"]["name"] = json!(format!("{bench}-{i}"));
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        async move {
+            let (code, body) = call(
+                &mut client,
+                hyper::Method::POST,
+                "/api/v1/namespaces/default/pods",
+                Some(&pod),
+            )
+            .await?;
+            if code != 201 {
+                bail!("creating a pod answered {code}: {body}");
+            }
+            Ok(client)
+        }
+    })
+    .await
+}
+
+/// The store's revision now, to watch from.
+async fn current_revision(api: &mut ApiTarget) -> anyhow::Result<String> {
+    let (code, list) = call(api, hyper::Method::GET, "/api/v1/pods?limit=1", None).await?;
+    if code != 200 {
+        bail!("listing pods answered {code}");
+    }
+    Ok(list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string())
 }
 
 /// Bindings per second over the middle 80% of the bindings.
@@ -245,27 +296,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
 
     // Baseline: pods the default scheduler ignores, bound by this program.
     let raw = load.raw_binds;
-    let raw_labels = json!({"bench": "raw"});
-    let create_rate = concurrently(&api, load.clients, raw, move |mut client, i| {
-        let mut pod = pod_template(&raw_labels, Some("bench-raw"));
-        pod["metadata"]["name"] = json!(format!("raw-{i}"));
-        pod["apiVersion"] = json!("v1");
-        pod["kind"] = json!("Pod");
-        async move {
-            let (code, body) = call(
-                &mut client,
-                hyper::Method::POST,
-                "/api/v1/namespaces/default/pods",
-                Some(&pod),
-            )
-            .await?;
-            if code != 201 {
-                bail!("creating a pod answered {code}: {body}");
-            }
-            Ok(client)
-        }
-    })
-    .await?;
+    let create_rate = create_pods(&api, load.clients, raw, "raw", Some("bench-raw")).await?;
     let nodes_arc = Arc::new(nodes.clone());
     let bind_rate = concurrently(&api, load.clients, raw, move |mut client, i| {
         let node = nodes_arc[i % nodes_arc.len()].clone();
@@ -293,17 +324,42 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
         "baseline: {raw} pod creates at {create_rate:.0}/s, then {raw} raw bindings at {bind_rate:.0}/s"
     );
 
-    // The scheduler: Deployments, watched from now.
-    let (code, list) = call(&mut api, hyper::Method::GET, "/api/v1/pods?limit=1", None).await?;
-    if code != 200 {
-        bail!("listing pods answered {code}");
-    }
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or("0")
-        .to_string();
+    // The scheduler alone, as kube-scheduler's own benchmark measures it: bare pods created
+    // by this program faster than they are bound, so the bindings per second are the
+    // scheduler's (with the creates competing for the same cores).
+    let rv = current_revision(&mut api).await?;
     let (tx, mut rx) = mpsc::channel(EVENTS_QUEUE_MAX);
-    let watcher = tokio::spawn(watch_pods(api.clone(), rv, tx));
+    let watcher = tokio::spawn(watch_pods(api.clone(), rv, "bare", tx));
+    let t_bare = Instant::now();
+    let bare_create_rate = create_pods(&api, load.clients, raw, "bare", None).await?;
+    let mut bare_bound: HashMap<String, Instant> = HashMap::new();
+    let deadline = t_bare + PODS_TIMEOUT;
+    while bare_bound.len() < raw {
+        let seen = tokio::select! {
+            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
+            _ = tokio::time::sleep_until(deadline.into()) => bail!(
+                "after {} s: {} of {raw} bare pods bound", PODS_TIMEOUT.as_secs(), bare_bound.len()
+            ),
+        };
+        if seen.bound {
+            bare_bound.entry(seen.name).or_insert(seen.at);
+        }
+    }
+    watcher.abort();
+    let bare_last = bare_bound
+        .values()
+        .max()
+        .map_or(0.0, |t| t.duration_since(t_bare).as_secs_f64());
+    let bare_overall = raw as f64 / bare_last.max(f64::MIN_POSITIVE);
+    let bare_steady = steady_rate(bare_bound.into_values().collect()).unwrap_or(bare_overall);
+    println!(
+        "scheduler alone: {raw} bare pods created at {bare_create_rate:.0}/s, bound at {bare_steady:.0}/s steady ({bare_overall:.0}/s overall, all bound {bare_last:.1} s after the first create)"
+    );
+
+    // The whole pipeline: Deployments, watched from now.
+    let rv = current_revision(&mut api).await?;
+    let (tx, mut rx) = mpsc::channel(EVENTS_QUEUE_MAX);
+    let watcher = tokio::spawn(watch_pods(api.clone(), rv, "scheduler", tx));
     let per = load.pods / load.deployments.max(1);
     let t0 = Instant::now();
     let slots = Arc::new(Semaphore::new(load.clients.max(1)));
@@ -394,16 +450,24 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
     println!("| measure | value | ratio |");
     println!("|---|---|---|");
     println!(
-        "| scheduler bindings/s (steady) vs raw bindings/s, same run | {steady:.0} vs {bind_rate:.0} | {:.2}x |",
+        "| scheduler alone (bare pods) bindings/s vs raw bindings/s, same run | {bare_steady:.0} vs {bind_rate:.0} | {:.2}x |",
+        bare_steady / bind_rate
+    );
+    println!(
+        "| scheduler alone vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {bare_steady:.0} | {:.2}x |",
+        bare_steady / GOAL_PODS_PER_SEC
+    );
+    println!(
+        "| Deployments: bindings/s (steady) vs raw bindings/s, same run | {steady:.0} vs {bind_rate:.0} | {:.2}x |",
         steady / bind_rate
     );
     println!(
-        "| scheduler vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {steady:.0} | {:.2}x |",
+        "| Deployments: bindings/s vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {steady:.0} | {:.2}x |",
         steady / GOAL_PODS_PER_SEC
     );
     println!(
-        "| scheduler vs kube-scheduler's benchmark on 36 cores (~{KUBE_SCHEDULER_PODS_PER_SEC:.0} pods/s, published) | {steady:.0} | {:.2}x |",
-        steady / KUBE_SCHEDULER_PODS_PER_SEC
+        "| scheduler alone vs kube-scheduler's benchmark on 36 cores (~{KUBE_SCHEDULER_PODS_PER_SEC:.0} pods/s, published) | {bare_steady:.0} | {:.2}x |",
+        bare_steady / KUBE_SCHEDULER_PODS_PER_SEC
     );
     println!(
         "| {expected} pods created as {} Deployments until all Running | {all_running:.1} s | |",

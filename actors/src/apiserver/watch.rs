@@ -47,6 +47,17 @@ struct WatchPlan {
     table: bool,
     /// The single key watched when the field selector names one object.
     single_key: Option<String>,
+    /// Texts every matching object's stored JSON contains (see
+    /// [`keelson_api::selectors::FieldSelector::required_texts`]).
+    required: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl WatchPlan {
+    /// Whether a stored object may match the selectors, judged from its bytes: `false` only
+    /// when it lacks a required text, so it cannot match.
+    fn may_match(&self, stored: &[u8]) -> bool {
+        self.required.iter().all(|text| text.find(stored).is_some())
+    }
 }
 
 fn plan(req: &ApiRequest, path: &ResourcePath) -> Result<WatchPlan, StatusError> {
@@ -91,9 +102,20 @@ fn plan(req: &ApiRequest, path: &ResourcePath) -> Result<WatchPlan, StatusError>
         .filter(|_| {
             path.resource.namespaced == path.namespace.is_some() || !path.resource.namespaced
         });
+    let required = filter
+        .fields
+        .as_ref()
+        .map(|f| {
+            f.required_texts()
+                .into_iter()
+                .map(|text| memchr::memmem::Finder::new(text).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(WatchPlan {
         path: path.clone(),
         filter,
+        required,
         initial,
         initial_end_bookmark: send_initial == Some(true),
         from_revision,
@@ -315,6 +337,16 @@ async fn initial_state(
 
 /// A store event as a watch event of the plan's selection, if it concerns it.
 fn convert(plan: &WatchPlan, event: &keelson_raft::Event) -> Option<(&'static str, Value)> {
+    // Most events concern none of a narrow watch's objects (a kubelet's pods among a
+    // cluster's): pass over those without parsing them.
+    let prev_may_match = event
+        .prev
+        .as_ref()
+        .is_some_and(|kv| plan.may_match(&kv.value));
+    let now_may_match = event.kind == EventKind::Put && plan.may_match(&event.kv.value);
+    if !prev_may_match && !now_may_match {
+        return None;
+    }
     let prev = event
         .prev
         .as_ref()
