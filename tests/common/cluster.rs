@@ -31,28 +31,12 @@ pub fn keelson_in(netns: Option<&str>) -> Command {
     }
 }
 
-/// Ports below Linux's ephemeral range (32768–60999): no socket bound to port 0 (clients'
-/// connections, the proxies' upstream sockets) is ever given one, so a master's port stays
-/// free while the master is stopped and restarted.
-const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_768;
-
-/// A free port in [`SERVER_PORTS`] on loopback that `bind` accepts (bound and released).
-fn free_port<T>(bind: impl Fn(u16) -> std::io::Result<T>) -> u16 {
-    for _ in 0..1000 {
-        let port = rand::random_range(SERVER_PORTS);
-        if bind(port).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on loopback in {SERVER_PORTS:?}");
-}
-
 pub fn free_udp_port() -> u16 {
-    free_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)))
+    super::ports::free_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)))
 }
 
 pub fn free_tcp_port() -> u16 {
-    free_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
+    super::ports::free_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)))
 }
 
 pub struct Master {

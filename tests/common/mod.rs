@@ -5,6 +5,8 @@ pub mod cluster;
 pub mod hosts;
 pub mod kctl;
 pub mod nodes;
+#[path = "../../raft/tests/common/ports.rs"]
+pub mod ports;
 pub mod real_node;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! error leaves it as a Kubernetes `Status`.
 
 mod cluster;
+mod decoded;
 mod forward;
 mod handler;
 mod list;
@@ -121,6 +122,8 @@ pub(crate) struct ApiState {
     pub(crate) storage: Storage,
     pub(crate) admin_token: Arc<String>,
     pub(crate) watches: Arc<AtomicI64>,
+    /// Stored changes parsed once for all watches.
+    pub(crate) decoded: Arc<decoded::Decoded>,
     /// The cluster CA's certificate (PEM), for service-account token Secrets.
     pub(crate) ca_cert_pem: Arc<String>,
     /// Service-account tokens this master accepts, from its own watch of Secrets.
@@ -351,6 +354,7 @@ impl ApiServer {
             storage,
             admin_token: Arc::new(admin_token),
             watches: Arc::new(AtomicI64::new(0)),
+            decoded: Arc::default(),
             ca_cert_pem: Arc::new(ca.cert_pem.clone()),
             sa_tokens: sa_tokens.clone(),
             metrics: metrics::recorder(),

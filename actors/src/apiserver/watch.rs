@@ -3,22 +3,24 @@
 //! is ADDED), `timeoutSeconds`, and the 410 `Expired` ERROR event.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use keelson_api::status::StatusError;
-use keelson_api::{object, table};
+use keelson_api::table;
 use keelson_raft::{EventKind, KeyRange, StoreError, WatchError, WatchRequest};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use warp::reply::Response;
 
+use super::decoded::Decoded;
 use super::list::Filter;
 use super::objects::prefix_of;
 use super::request::ApiRequest;
 use super::route::ResourcePath;
-use super::storage::{decode, object_key, set_resource_version, store_status};
+use super::storage::{object_key, set_resource_version, store_status};
 use super::ApiState;
 
 /// Lines buffered between the watch task and the connection; a client that reads slower than
@@ -156,9 +158,16 @@ pub(crate) async fn watch(
     Ok(response)
 }
 
+/// `{"type":KIND,"object":OBJECT}` and a newline, written straight from the object (not
+/// copied into an envelope first).
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
+    let mut line = Vec::with_capacity(1024);
+    line.extend_from_slice(b"{\"type\":");
+    // Strings and `Value`s always serialize.
+    let _ = serde_json::to_writer(&mut line, kind);
+    line.extend_from_slice(b",\"object\":");
+    let _ = serde_json::to_writer(&mut line, object);
+    line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
 
@@ -170,6 +179,15 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, line: Bytes) -> 
 fn render(plan: &WatchPlan, object: Value) -> Value {
     if plan.table {
         table::table(plan.path.resource.kind, &[object], jiff::Timestamp::now())
+    } else {
+        object
+    }
+}
+
+/// A streamed change as the plan renders it; the shared object itself unless a table.
+fn render_shared(plan: &WatchPlan, object: Arc<Value>) -> Arc<Value> {
+    if plan.table {
+        Arc::new(render(plan, Arc::unwrap_or_clone(object)))
     } else {
         object
     }
@@ -273,8 +291,10 @@ async fn run(state: &ApiState, plan: WatchPlan, tx: &mpsc::Sender<Result<Bytes, 
                 };
                 for event in events {
                     last_revision = last_revision.max(event.kv.mod_revision);
-                    let Some((kind, object)) = convert(&plan, &event) else { continue };
-                    if !send(tx, event_line(kind, &render(&plan, object))).await {
+                    let Some((kind, object)) = convert(&plan, &event, &state.decoded) else {
+                        continue;
+                    };
+                    if !send(tx, event_line(kind, &render_shared(&plan, object))).await {
                         return;
                     }
                 }
@@ -336,7 +356,11 @@ async fn initial_state(
 }
 
 /// A store event as a watch event of the plan's selection, if it concerns it.
-fn convert(plan: &WatchPlan, event: &keelson_raft::Event) -> Option<(&'static str, Value)> {
+fn convert(
+    plan: &WatchPlan,
+    event: &keelson_raft::Event,
+    decoded: &Decoded,
+) -> Option<(&'static str, Arc<Value>)> {
     // Most events concern none of a narrow watch's objects (a kubelet's pods among a
     // cluster's): pass over those without parsing them.
     let prev_may_match = event
@@ -347,15 +371,11 @@ fn convert(plan: &WatchPlan, event: &keelson_raft::Event) -> Option<(&'static st
     if !prev_may_match && !now_may_match {
         return None;
     }
-    let prev = event
-        .prev
-        .as_ref()
-        .and_then(|kv| decode(kv).ok())
-        .map(|s| s.object);
+    let prev = event.prev.as_ref().and_then(|kv| decoded.get(kv).ok());
     let prev_matches = prev.as_ref().is_some_and(|p| plan.filter.matches(p));
     match event.kind {
         EventKind::Put => {
-            let now = decode(&event.kv).ok()?.object;
+            let now = decoded.get(&event.kv).ok()?;
             let now_matches = plan.filter.matches(&now);
             match (prev_matches, now_matches) {
                 (false, true) if prev.is_none() || !plan.filter.is_empty() => Some(("ADDED", now)),
@@ -366,13 +386,13 @@ fn convert(plan: &WatchPlan, event: &keelson_raft::Event) -> Option<(&'static st
             }
         }
         EventKind::Delete => {
-            let mut gone = prev?;
+            let gone = prev?;
             if !prev_matches {
                 return None;
             }
+            let mut gone = Arc::unwrap_or_clone(gone);
             set_resource_version(&mut gone, event.kv.mod_revision);
-            let _ = object::name(&gone);
-            Some(("DELETED", gone))
+            Some(("DELETED", Arc::new(gone)))
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod netproxy;
+pub mod ports;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -23,21 +24,10 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Ports below Linux's ephemeral range (32768–60999): no socket bound to port 0 (the test
-/// proxies' upstream sockets, other tests' clients) is ever given one of them, so a member's
-/// port stays free while the member is stopped or not yet started.
-const MEMBER_PORTS: std::ops::Range<u16> = 20_000..32_768;
-
-/// A free UDP address on loopback for a member (bound and released; tests tolerate the small
-/// race with other tests picking the same port at the same moment).
+/// A free UDP address on loopback for a member (see [`ports`]).
 pub fn free_udp_addr() -> SocketAddr {
-    for _ in 0..1000 {
-        let port = rand::random_range(MEMBER_PORTS);
-        if let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) {
-            return socket.local_addr().expect("local address");
-        }
-    }
-    panic!("no free UDP port on loopback in {MEMBER_PORTS:?}");
+    let port = ports::free_port(|port| UdpSocket::bind(("127.0.0.1", port)));
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub struct TestCluster {
