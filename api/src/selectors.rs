@@ -181,12 +181,18 @@ impl Requirement {
 
     /// Whether a set of labels satisfies this requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.key);
+        self.matches_value(labels.get(&self.key).map(String::as_str))
+    }
+
+    /// Whether a label's value (`None`: the label is absent) satisfies this requirement.
+    fn matches_value(&self, value: Option<&str>) -> bool {
         match self.operator {
             Operator::Equals | Operator::DoubleEquals | Operator::In => {
-                value.is_some_and(|v| self.values.contains(v))
+                value.is_some_and(|v| self.values.iter().any(|x| x == v))
             }
-            Operator::NotEquals | Operator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+            Operator::NotEquals | Operator::NotIn => {
+                value.is_none_or(|v| !self.values.iter().any(|x| x == v))
+            }
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
@@ -598,6 +604,21 @@ impl LabelSelector {
     /// Whether the labels satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// Whether an object's `metadata.labels` satisfy every requirement, read in place (a
+    /// controller matches every orphan pod at every sync; copying the labels out cost more
+    /// than the match). A label whose value is not a string counts as absent, as in
+    /// [`crate::object::labels`].
+    pub fn matches_object(&self, obj: &Value) -> bool {
+        let labels = obj
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        self.requirements.iter().all(|r| {
+            let value = labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str);
+            r.matches_value(value)
+        })
     }
 
     /// Whether the selector has no requirements (and so selects everything).
@@ -1041,11 +1062,24 @@ mod tests {
             ("n<6", true, false),
             ("app=", false, false),
         ];
+        // The same labels on objects, matched in place; a non-string value counts as absent.
+        let app_web_object = json!({"metadata": {"labels":
+            {"app": "web", "tier": "front", "n": "5", "odd": 7}}});
+        let unlabelled = json!({"metadata": {"name": "x"}});
         for (input, on_app_web, on_empty) in cases {
             let selector = LabelSelector::parse(input).unwrap();
             assert_eq!(selector.matches(&app_web), on_app_web, "{input} on app=web");
             assert_eq!(selector.matches(&empty), on_empty, "{input} on no labels");
+            assert_eq!(
+                selector.matches_object(&app_web_object),
+                on_app_web,
+                "{input}"
+            );
+            assert_eq!(selector.matches_object(&unlabelled), on_empty, "{input}");
         }
+        assert!(LabelSelector::parse("!odd")
+            .unwrap()
+            .matches_object(&app_web_object));
         assert!(LabelSelector::parse("a=")
             .unwrap()
             .matches(&labels(&[("a", "")])));

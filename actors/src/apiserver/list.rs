@@ -5,7 +5,7 @@ use base64::Engine;
 use http::StatusCode;
 use keelson_api::selectors::{FieldSelector, LabelSelector};
 use keelson_api::status::StatusError;
-use keelson_api::{object, table};
+use keelson_api::table;
 use keelson_raft::Consistency;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -83,7 +83,7 @@ impl Filter {
 
     pub(crate) fn matches(&self, obj: &Value) -> bool {
         if let Some(labels) = &self.labels {
-            if !labels.matches(&object::labels(obj)) {
+            if !labels.matches_object(obj) {
                 return false;
             }
         }

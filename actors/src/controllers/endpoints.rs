@@ -105,7 +105,7 @@ pub(crate) fn desired_subsets(service: &Value, pods: &[Value]) -> Vec<Value> {
     // Port set (as JSON text, sorted) → (ports, ready addresses, not-ready addresses).
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for pod in pods {
-        if object::deletion_timestamp(pod).is_some() || !selector.matches(&object::labels(pod)) {
+        if object::deletion_timestamp(pod).is_some() || !selector.matches_object(pod) {
             continue;
         }
         let Some(ip) = pod

@@ -305,7 +305,7 @@ pub(crate) fn reconcile(inputs: &Inputs<'_>) -> Actions {
     let mut claimed: Vec<&Value> = Vec::new();
     for pod in inputs.pods {
         let pod: &Value = pod;
-        let matches = selector.matches(&object::labels(pod));
+        let matches = selector.matches_object(pod);
         match object::controller_of(pod) {
             Some(reference) if reference.uid == owner_uid => {
                 if matches {
@@ -708,7 +708,7 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
     }
     if let Some(selector) = shared.kind.selector(&owner) {
         for pod in shared.pods.uncontrolled_in(ns) {
-            if selector.matches(&object::labels(&pod)) && seen.insert(key_of(&pod)) {
+            if selector.matches_object(&pod) && seen.insert(key_of(&pod)) {
                 pods.push(pod);
             }
         }
