@@ -674,6 +674,7 @@ async fn start_pods(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut to_running = histogram()?;
     let mut creates = histogram()?;
+    let mut slowest: Option<(String, Duration)> = None;
     for i in 0..pods {
         let name = format!("start-{i}");
         let started = Instant::now();
@@ -685,7 +686,11 @@ async fn start_pods(
         loop {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Ok(Some(seen)) if seen.name == name && seen.phase == "Running" => {
-                    record(&mut to_running, seen.at.duration_since(started));
+                    let took = seen.at.duration_since(started);
+                    record(&mut to_running, took);
+                    if slowest.as_ref().is_none_or(|(_, most)| took > *most) {
+                        slowest = Some((name.clone(), took));
+                    }
                     break;
                 }
                 Ok(Some(seen)) if seen.name == name && seen.phase == "Failed" => {
@@ -735,6 +740,12 @@ async fn start_pods(
         }
     }
     watcher.abort();
+    if let Some((name, took)) = slowest {
+        eprintln!(
+            "slowest start: {name} ({:.1} ms; pods start-0.. were created in order)",
+            took.as_secs_f64() * 1000.0
+        );
+    }
     Ok((summarize(&to_running), summarize(&creates)))
 }
 

@@ -64,6 +64,8 @@ struct Ready {
 pub struct PodNetwork {
     config: NetworkConfig,
     ready: Mutex<Option<Ready>>,
+    /// Turns true when `ready` is set.
+    became_ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// The host side of a sandbox's veth pair: `kv` and a hash of the id (names are 15 bytes).
@@ -188,7 +190,13 @@ impl PodNetwork {
         PodNetwork {
             config,
             ready: Mutex::new(None),
+            became_ready: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Turns true once the network is set up.
+    pub fn ready_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.became_ready.subscribe()
     }
 
     fn ready(&self) -> std::sync::MutexGuard<'_, Option<Ready>> {
@@ -238,6 +246,7 @@ impl PodNetwork {
             .map_err(|e| io_error("record the pod CIDR", e))?;
         let ipam = Ipam::open(&self.config.dir.join("ipam"), parsed)?;
         *self.ready() = Some(Ready { cidr: parsed, ipam });
+        self.became_ready.send_replace(true);
         tracing::info!(pod_cidr = %parsed, bridge = %self.config.bridge, "pod network ready");
         Ok(())
     }
@@ -309,7 +318,9 @@ impl PodNetwork {
     }
 }
 
-/// How often the Node is read while it has no pod CIDR yet.
+/// How soon the Node is read again while it has no pod CIDR yet: the node controller assigns
+/// one moments after the node registers, so the first looks come quickly, then every second.
+const POD_CIDR_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const POD_CIDR_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the Node until the node controller has given it a pod CIDR, and sets the network up
@@ -321,6 +332,7 @@ pub async fn follow_pod_cidr(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let path = format!("/api/v1/nodes/{node_name}");
+    let mut poll = POD_CIDR_POLL_FIRST;
     loop {
         match api
             .request(reqwest::Method::GET, &path, "application/json", None)
@@ -343,8 +355,9 @@ pub async fn follow_pod_cidr(
         }
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(POD_CIDR_POLL) => {}
+            () = tokio::time::sleep(poll) => {}
         }
+        poll = (poll * 2).min(POD_CIDR_POLL);
     }
 }
 

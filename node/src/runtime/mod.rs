@@ -210,6 +210,12 @@ pub trait Runtime: Send + Sync {
 
     /// CPU and memory use of a running container.
     fn usage(&self, id: &str) -> BoxFuture<'_, Result<Usage, RuntimeError>>;
+
+    /// Turns true once the pod network can take sandboxes; `None` when sandboxes never wait
+    /// for one. Pod workers whose sandbox could not be created look again at once.
+    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// The sandbox id of a pod: stable, so a restarted kubelet finds it again.

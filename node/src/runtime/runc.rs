@@ -629,6 +629,10 @@ impl Runtime for RuncRuntime {
         "runc"
     }
 
+    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.network.as_ref().map(|network| network.ready_signal())
+    }
+
     fn create_sandbox(
         &self,
         config: &SandboxConfig,
