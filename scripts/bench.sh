@@ -20,15 +20,16 @@
 # and watch the page holds, with its login cookie), and the ratios against idle:
 #   scripts/bench.sh --dashboard-memory --pods 1000
 #
-# keelson is built exactly as the tests build it (same target folder, same features). The
-# benchmark builds in a folder of its own: etcd's gRPC client changes the features RocksDB's
-# build scripts are compiled with, so sharing the folder would rebuild RocksDB (~30 minutes)
-# for the tests afterwards. Its first build takes that long once.
+# keelson is measured as users run it: built in release mode by the command scripts/up.sh uses
+# (in the tests' target folder, beside their debug build). The benchmark builds in a folder of
+# its own: etcd's gRPC client changes the features RocksDB's build scripts are compiled with, so
+# sharing the folder would rebuild RocksDB (~30 minutes) for the tests afterwards. Its first
+# build takes that long once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh build bench
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/keelson-target}
 bench_target=${KEELSON_BENCH_TARGET_DIR:-/var/tmp/keelson-bench-target}
-cargo build --all-targets
+cargo build --release --bin keelson --bin kctl
 CARGO_TARGET_DIR="$bench_target" cargo build -p keelson-bench
-exec "$bench_target/debug/store-bench" --keelson "$CARGO_TARGET_DIR/debug/keelson" "$@"
+exec "$bench_target/debug/store-bench" --keelson "$CARGO_TARGET_DIR/release/keelson" "$@"

@@ -153,6 +153,7 @@ impl Kubelet {
             api.clone(),
             machine,
             config.heartbeat,
+            runtime.network_ready(),
             stop.clone(),
         ));
         pleg.relist().await;

@@ -1,5 +1,10 @@
 //! The Node object of a real node: capacity read from the machine, node info, addresses;
 //! registration, the Lease renewed every heartbeat and the status rewritten every few.
+//!
+//! The node is `Ready` only once its container runtime's pod network is (a runc node waits for
+//! the podCIDR the node controller allocates), as Kubernetes' kubelet reports NotReady while its
+//! network plugin is not ready: until then the node is tainted not-ready and the scheduler
+//! places no pod there that could not start.
 
 use std::time::Duration;
 
@@ -8,12 +13,27 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::worker::became_ready;
 use crate::api::{ApiClient, ApiError};
 
 pub const KUBELET_VERSION: &str = "v1.37.0-keelson";
 const LEASE_DURATION_SECS: u64 = 40;
 /// The node status is rewritten every this many heartbeats.
 const STATUS_EVERY_HEARTBEATS: u32 = 5;
+
+/// The Ready condition's reason and message while the pod network is not ready.
+const NETWORK_NOT_READY: (&str, &str) = (
+    "KubeletNotReady",
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:the pod network waits for the node's podCIDR",
+);
+
+/// The node's Ready condition as the kubelet reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Readiness {
+    pub network_ready: bool,
+    /// When it last changed (the condition's lastTransitionTime).
+    pub since: String,
+}
 
 /// What the Node object says about the machine.
 #[derive(Clone, Debug)]
@@ -73,7 +93,7 @@ impl Machine {
         }
     }
 
-    pub fn node_object(&self, now: &str, ready_since: &str) -> Value {
+    pub fn node_object(&self, now: &str, readiness: &Readiness) -> Value {
         json!({
             "apiVersion": "v1",
             "kind": "Node",
@@ -87,11 +107,11 @@ impl Machine {
                 },
             },
             "spec": {},
-            "status": self.status(now, ready_since),
+            "status": self.status(now, readiness),
         })
     }
 
-    pub fn status(&self, now: &str, ready_since: &str) -> Value {
+    pub fn status(&self, now: &str, readiness: &Readiness) -> Value {
         // A share of the memory is kept for the system, as the kubelet's reservations do.
         let reserved = (self.memory_bytes / 20).min(512 << 20);
         let capacity = json!({
@@ -113,8 +133,18 @@ impl Machine {
                 "reason": reason,
                 "message": message,
                 "lastHeartbeatTime": now,
-                "lastTransitionTime": ready_since,
+                "lastTransitionTime": readiness.since,
             })
+        };
+        let ready = if readiness.network_ready {
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
+        } else {
+            condition("Ready", "False", NETWORK_NOT_READY.0, NETWORK_NOT_READY.1)
         };
         json!({
             "capacity": capacity,
@@ -123,7 +153,7 @@ impl Machine {
                 condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                ready,
             ],
             "addresses": [
                 {"type": "InternalIP", "address": self.ip},
@@ -159,9 +189,12 @@ fn now_micros() -> String {
 const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// Registers the node (or refreshes its labels after a restart); returns its uid.
-pub async fn register(api: &ApiClient, machine: &Machine) -> Result<Option<String>, ApiError> {
-    let now = now_seconds();
-    let node = machine.node_object(&now, &now);
+pub async fn register(
+    api: &ApiClient,
+    machine: &Machine,
+    readiness: &Readiness,
+) -> Result<Option<String>, ApiError> {
+    let node = machine.node_object(&now_seconds(), readiness);
     match api
         .request(
             Method::POST,
@@ -182,7 +215,7 @@ pub async fn register(api: &ApiClient, machine: &Machine) -> Result<Option<Strin
                     Some(&patch),
                 )
                 .await?;
-            write_status(api, machine, &now).await?;
+            write_status(api, machine, readiness).await?;
             Ok(object::uid(&patched).map(str::to_string))
         }
         Err(e) => Err(e),
@@ -192,9 +225,9 @@ pub async fn register(api: &ApiClient, machine: &Machine) -> Result<Option<Strin
 async fn write_status(
     api: &ApiClient,
     machine: &Machine,
-    ready_since: &str,
+    readiness: &Readiness,
 ) -> Result<(), ApiError> {
-    let patch = json!({"status": machine.status(&now_seconds(), ready_since)});
+    let patch = json!({"status": machine.status(&now_seconds(), readiness)});
     api.request(
         Method::PATCH,
         &format!("/api/v1/nodes/{}/status", machine.name),
@@ -247,16 +280,25 @@ async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Res
 }
 
 /// Registers the node, then renews its Lease every `heartbeat` and rewrites its status every
-/// few heartbeats, until `stop`.
+/// few heartbeats, and at once when the pod network (`network`, None when the runtime needs
+/// none) becomes ready, until `stop`.
 pub async fn heartbeat_loop(
     api: ApiClient,
     machine: Machine,
     heartbeat: Duration,
+    mut network: Option<watch::Receiver<bool>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut readiness = Readiness {
+        network_ready: network.as_ref().is_none_or(|ready| *ready.borrow()),
+        since: now_seconds(),
+    };
+    if readiness.network_ready {
+        network = None;
+    }
     let mut backoff = Duration::from_millis(200);
     let uid = loop {
-        match register(&api, &machine).await {
+        match register(&api, &machine, &readiness).await {
             Ok(uid) => break uid,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot register the node; retrying");
@@ -268,21 +310,26 @@ pub async fn heartbeat_loop(
             }
         }
     };
-    tracing::info!(node = %machine.name, "node registered");
-    let ready_since = now_seconds();
+    tracing::info!(node = %machine.name, ready = readiness.network_ready, "node registered");
     let mut beats: u32 = 0;
     loop {
         if let Err(e) = renew_lease(&api, &machine.name, uid.as_deref()).await {
             tracing::warn!(error = %e, "cannot renew the node Lease");
         }
         if beats % STATUS_EVERY_HEARTBEATS == 0 {
-            if let Err(e) = write_status(&api, &machine, &ready_since).await {
+            if let Err(e) = write_status(&api, &machine, &readiness).await {
                 tracing::warn!(error = %e, "cannot write the node status");
             }
         }
         beats = beats.wrapping_add(1);
         tokio::select! {
             _ = stop.changed() => return,
+            () = became_ready(&mut network) => {
+                readiness = Readiness { network_ready: true, since: now_seconds() };
+                tracing::info!(node = %machine.name, "the pod network is ready: the node is Ready");
+                // The next round writes the status at once.
+                beats = 0;
+            }
             () = tokio::time::sleep(heartbeat) => {}
         }
     }
@@ -319,7 +366,11 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
         };
-        let node = machine.node_object("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let ready = Readiness {
+            network_ready: true,
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        let node = machine.node_object("2026-01-01T00:00:10Z", &ready);
         assert_eq!(node["metadata"]["labels"]["keelson.io/runtime"], "runc");
         assert_eq!(node["status"]["capacity"]["memory"], "4194304Ki");
         assert_eq!(node["status"]["allocatable"]["cpu"], "2");
@@ -328,5 +379,28 @@ mod tests {
             node["status"]["nodeInfo"]["containerRuntimeVersion"],
             "runc://1.1.5"
         );
+        let ready_condition = |node: &Value| {
+            node["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(ready_condition(&node)["status"], "True");
+        let waiting = Readiness {
+            network_ready: false,
+            since: "2026-01-01T00:00:05Z".into(),
+        };
+        let node = machine.node_object("2026-01-01T00:00:10Z", &waiting);
+        let condition = ready_condition(&node);
+        assert_eq!(condition["status"], "False");
+        assert_eq!(condition["reason"], "KubeletNotReady");
+        assert!(
+            condition["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("network not ready") && m.contains("podCIDR")),
+            "{condition}"
+        );
+        assert_eq!(condition["lastTransitionTime"], "2026-01-01T00:00:05Z");
     }
 }

@@ -193,7 +193,7 @@ pub async fn run(
 }
 
 /// Returns once `signal` turns true (or its sender is gone), then never again.
-async fn became_ready(signal: &mut Option<watch::Receiver<bool>>) {
+pub(crate) async fn became_ready(signal: &mut Option<watch::Receiver<bool>>) {
     let Some(receiver) = signal else {
         return std::future::pending().await;
     };

@@ -319,9 +319,13 @@ impl PodNetwork {
 }
 
 /// How soon the Node is read again while it has no pod CIDR yet: the node controller assigns
-/// one moments after the node registers, so the first looks come quickly, then every second.
+/// one moments after the node registers, so the first looks after registration come quickly,
+/// then every second.
 const POD_CIDR_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const POD_CIDR_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How soon the Node is read again while it is not registered yet (the kubelet registers it
+/// concurrently): the quick looks above start from its registration.
+const POD_CIDR_POLL_UNREGISTERED: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Reads the Node until the node controller has given it a pod CIDR, and sets the network up
 /// with it; returns then (a node's pod CIDR does not change), or at `stop`.
@@ -350,7 +354,14 @@ pub async fn follow_pod_cidr(
                     }
                 }
             }
-            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_not_found() => {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(POD_CIDR_POLL_UNREGISTERED) => {}
+                }
+                poll = POD_CIDR_POLL_FIRST;
+                continue;
+            }
             Err(e) => tracing::debug!(error = %e, "cannot read the node for its podCIDR"),
         }
         tokio::select! {

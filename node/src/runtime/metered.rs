@@ -86,6 +86,10 @@ impl Runtime for MeteredRuntime {
         timed("exec", self.inner.exec(id, args, timeout))
     }
 
+    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.inner.network_ready()
+    }
+
     fn usage(&self, id: &str) -> BoxFuture<'_, Result<Usage, RuntimeError>> {
         timed("usage", self.inner.usage(id))
     }

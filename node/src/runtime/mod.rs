@@ -213,9 +213,8 @@ pub trait Runtime: Send + Sync {
 
     /// Turns true once the pod network can take sandboxes; `None` when sandboxes never wait
     /// for one. Pod workers whose sandbox could not be created look again at once.
-    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
-        None
-    }
+    /// No default: a runtime that wraps another must pass it on.
+    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>>;
 }
 
 /// The sandbox id of a pod: stable, so a restarted kubelet finds it again.

@@ -395,6 +395,11 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
+    /// Processes share the host's network: sandboxes never wait for one.
+    fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+
     fn create_sandbox(
         &self,
         config: &SandboxConfig,
