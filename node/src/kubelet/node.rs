@@ -13,8 +13,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::worker::became_ready;
 use crate::api::{ApiClient, ApiError};
+use crate::runtime::became_ready;
 
 pub const KUBELET_VERSION: &str = "v1.37.0-keelson";
 const LEASE_DURATION_SECS: u64 = 40;

@@ -186,19 +186,10 @@ pub async fn run(
             _ = snapshot_rx.changed() => {}
             Some(report) = probe_rx.recv() => record_probe(&shared, last_pod.as_ref(), &mut state, report),
             Some(()) = source_rx.recv() => refresh_volumes(&shared, last_pod.as_ref()).await,
-            () = became_ready(&mut network_ready) => {}
+            () = crate::runtime::became_ready(&mut network_ready) => {}
             () = tokio::time::sleep(RESYNC) => {}
         }
     }
-}
-
-/// Returns once `signal` turns true (or its sender is gone), then never again.
-pub(crate) async fn became_ready(signal: &mut Option<watch::Receiver<bool>>) {
-    let Some(receiver) = signal else {
-        return std::future::pending().await;
-    };
-    let _ = receiver.wait_for(|ready| *ready).await;
-    *signal = None;
 }
 
 /// Aborts a task when dropped (a worker's helpers end with it).
@@ -958,30 +949,6 @@ mod tests {
         assert_eq!(
             pull_progress_message("Pulling image \"x\"", 12_900_000, 41_943_040),
             "Pulling image \"x\": 12.3 MiB of 40.0 MiB"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_network_becoming_ready_wakes_a_worker_once() {
-        let (ready, receiver) = watch::channel(false);
-        let mut signal = Some(receiver);
-        let waited = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal));
-        assert!(waited.await.is_err(), "not ready: no wake");
-        assert!(signal.is_some());
-
-        ready.send_replace(true);
-        tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal))
-            .await
-            .expect("ready: the worker wakes");
-        assert!(signal.is_none(), "and only once");
-        let again = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal));
-        assert!(again.await.is_err(), "no second wake");
-
-        let mut none = None;
-        let waited = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut none));
-        assert!(
-            waited.await.is_err(),
-            "a runtime without a pod network never wakes it"
         );
     }
 }

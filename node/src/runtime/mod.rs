@@ -217,6 +217,16 @@ pub trait Runtime: Send + Sync {
     fn network_ready(&self) -> Option<tokio::sync::watch::Receiver<bool>>;
 }
 
+/// Waits on a [`Runtime::network_ready`] signal: returns once it turns true (or its sender is
+/// gone), then never again; never for `None`.
+pub async fn became_ready(signal: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(receiver) = signal else {
+        return std::future::pending().await;
+    };
+    let _ = receiver.wait_for(|ready| *ready).await;
+    *signal = None;
+}
+
 /// The sandbox id of a pod: stable, so a restarted kubelet finds it again.
 pub fn sandbox_id(pod_uid: &str) -> String {
     format!("k-{}", short_uid(pod_uid))
@@ -265,6 +275,7 @@ pub fn labels_from_map(map: &BTreeMap<String, String>) -> Option<ContainerLabels
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::watch;
 
     #[test]
     fn ids_are_stable_and_distinct_per_attempt() {
@@ -285,5 +296,29 @@ mod tests {
         };
         assert_eq!(labels_from_map(&labels_map(&labels)), Some(labels));
         assert_eq!(labels_from_map(&BTreeMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn the_network_becoming_ready_wakes_a_worker_once() {
+        let (ready, receiver) = watch::channel(false);
+        let mut signal = Some(receiver);
+        let waited = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal));
+        assert!(waited.await.is_err(), "not ready: no wake");
+        assert!(signal.is_some());
+
+        ready.send_replace(true);
+        tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal))
+            .await
+            .expect("ready: the worker wakes");
+        assert!(signal.is_none(), "and only once");
+        let again = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut signal));
+        assert!(again.await.is_err(), "no second wake");
+
+        let mut none = None;
+        let waited = tokio::time::timeout(Duration::from_millis(50), became_ready(&mut none));
+        assert!(
+            waited.await.is_err(),
+            "a runtime without a pod network never wakes it"
+        );
     }
 }
