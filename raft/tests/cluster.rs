@@ -203,8 +203,9 @@ async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_every_pri
 async fn core_stopped_resolves_only_once_the_raft_core_stops() {
     init_tracing();
     let cluster = TestCluster::start(1, |_| {}).await;
-    let store = cluster.store(0).clone();
-    let watching = store.clone();
+    // Only the watching task holds a second handle: it lets go once the core stops, so the
+    // shutdown can close the database (an open RocksDB at exit can abort the process).
+    let watching = cluster.store(0).clone();
     let stopped = tokio::spawn(async move { watching.core_stopped().await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!stopped.is_finished(), "resolved while the core runs");
