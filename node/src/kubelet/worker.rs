@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use keelson_api::object;
@@ -111,7 +111,7 @@ pub async fn run(
     let (source_tx, mut source_rx) = mpsc::channel::<()>(1);
     let mut source_watch: Option<AbortOnDrop> = None;
     // From this worker seeing the pod to all its containers running.
-    let mut pod_start = crate::monitoring::PodStartTracker::new(std::time::Instant::now());
+    let mut pod_start = crate::monitoring::PodStartTracker::new(Instant::now());
     // A sandbox waits for the pod network: its readiness wakes the worker once.
     let mut network_ready = shared
         .runtime
@@ -395,6 +395,7 @@ async fn sync_once(
     let acted = !actions.is_empty();
     for action in actions.clone() {
         tracing::debug!(pod = %pod.name, ?action, "pod action");
+        let began = Instant::now();
         match action {
             Action::CreateSandbox => {
                 let config = SandboxConfig {
@@ -498,6 +499,7 @@ async fn sync_once(
                 };
             }
         }
+        tracing::debug!(pod = %pod.name, took = ?began.elapsed(), "pod action done");
     }
     if !acted && in_api && !terminating {
         write_status(shared, pod, observed, state, &pod_ip, last_written).await;
@@ -829,7 +831,8 @@ async fn write_status(
         pod.namespace, pod.name
     );
     let patch = json!({ "status": status });
-    match shared
+    let began = Instant::now();
+    let written = shared
         .api
         .request(
             Method::PATCH,
@@ -837,8 +840,9 @@ async fn write_status(
             "application/merge-patch+json",
             Some(&patch),
         )
-        .await
-    {
+        .await;
+    tracing::debug!(pod = %pod.name, took = ?began.elapsed(), phase = ?status.get("phase"), "pod status written");
+    match written {
         Ok(_) => *last_written = Some(status),
         Err(e) if e.is_not_found() => {}
         Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot write the pod status"),
@@ -888,7 +892,7 @@ async fn pull_image(
     shared
         .events
         .progress(pod, Some(container), "Pulling", &pulling);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let ensure = shared.images.ensure(reference, policy);
     tokio::pin!(ensure);
     let mut ticker = tokio::time::interval(PULL_PROGRESS_INTERVAL);

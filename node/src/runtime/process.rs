@@ -181,10 +181,11 @@ impl ProcessRuntime {
             .args(&self.shim.args)
             .args(args.to_args())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| RuntimeError::StartFailed(format!("cannot start the shim: {e}")))?;
+        let mut report = shim::StartReport::new(child.stdout.take());
         let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -209,7 +210,7 @@ impl ProcessRuntime {
             if Instant::now() >= deadline {
                 return Err(RuntimeError::Timeout(START_TIMEOUT));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            report.wait(POLL_INTERVAL).await;
         }
     }
 

@@ -272,6 +272,7 @@ impl RuncRuntime {
         if dir.exists() {
             return Err(RuntimeError::AlreadyExists(config.id.clone()));
         }
+        let began = Instant::now();
         match self.prepare_bundle(&dir, sandbox, config) {
             Ok(()) => {}
             Err(e) => {
@@ -279,7 +280,9 @@ impl RuncRuntime {
                 return Err(e);
             }
         }
+        let prepared = began.elapsed();
         let result = self.spawn_shim_and_wait(&dir, config).await;
+        tracing::debug!(id = %config.id, ?prepared, started = ?began.elapsed(), "container start");
         match result {
             Ok(()) => self
                 .read_container(&config.id)
@@ -362,7 +365,7 @@ impl RuncRuntime {
             .args(&self.shim.args)
             .args(args.to_args())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
@@ -371,6 +374,8 @@ impl RuncRuntime {
                     self.shim.program.display()
                 ))
             })?;
+        // Woken when the shim has written its start record (it closes its stdout).
+        let mut report = shim::StartReport::new(child.stdout.take());
         // Reap the shim when it ends (it outlives the container's start, and maybe us).
         let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -407,7 +412,7 @@ impl RuncRuntime {
                     .await;
                 return Err(RuntimeError::Timeout(START_TIMEOUT));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            report.wait(POLL_INTERVAL).await;
         }
     }
 

@@ -7,7 +7,9 @@
 //!
 //! The protocol with the runtime is files in the container directory: `started.json` once
 //! the container runs, `start-error` (runc's message) when it could not be started,
-//! `exit.json` once it exited and its output was drained. Each is written atomically.
+//! `exit.json` once it exited and its output was drained. Each is written atomically. The
+//! shim's stdout is a pipe to the runtime that started it: the shim closes it once its start
+//! record is written, so the runtime wakes at once instead of at its next look at the files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -249,8 +251,10 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
     let runc_log = dir.join(RUNC_LOG_FILE);
     let pid_file = dir.join(PID_FILE);
 
-    // runc create: detached, runc hands its stdout and stderr (our pipes) to the container.
-    // Its own messages go to the --log file, which is read back if it fails.
+    // runc run, detached: runc hands its stdout and stderr (our pipes) to the container and
+    // returns once the container's process runs (one runc process rather than create and
+    // start: ~4 ms less per container). Its own messages go to the --log file, which is
+    // read back if it fails.
     let status = Command::new(&args.runc)
         .arg("--root")
         .arg(&args.runc_root)
@@ -258,7 +262,8 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
         .arg(&runc_log)
         .arg("--log-format")
         .arg("json")
-        .arg("create")
+        .arg("run")
+        .arg("--detach")
         .arg("--bundle")
         .arg(dir)
         .arg("--pid-file")
@@ -271,12 +276,12 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
     // Only the container holds the write ends now: EOF once it and its children are gone.
     drop(out_write);
     drop(err_write);
-    let created = match status {
+    let started = match status {
         Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(runc_failure(&runc_log, &format!("runc create: {status}"))),
+        Ok(status) => Err(runc_failure(&runc_log, &format!("runc run: {status}"))),
         Err(e) => Err(format!("cannot run {}: {e}", args.runc.display())),
     };
-    if let Err(message) = created {
+    if let Err(message) = started {
         return fail_start(args, &message);
     }
     let pid = match fs::read_to_string(&pid_file)
@@ -284,30 +289,8 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
         .and_then(|s| s.trim().parse::<u32>().ok())
     {
         Some(pid) => pid,
-        None => return fail_start(args, "runc create wrote no pid file"),
+        None => return fail_start(args, "runc run wrote no pid file"),
     };
-
-    let started = Command::new(&args.runc)
-        .arg("--root")
-        .arg(&args.runc_root)
-        .arg("--log")
-        .arg(&runc_log)
-        .arg("--log-format")
-        .arg("json")
-        .arg("start")
-        .arg(&args.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match started {
-        Ok(status) if status.success() => {}
-        Ok(status) => {
-            let message = runc_failure(&runc_log, &format!("runc start: {status}"));
-            return fail_start(args, &message);
-        }
-        Err(e) => return fail_start(args, &format!("cannot run runc start: {e}")),
-    }
     write_json_atomic(
         &dir.join(STARTED_FILE),
         &StartedRecord {
@@ -316,6 +299,7 @@ fn run(args: &ShimArgs) -> Result<(), ShimError> {
             started_at: now_rfc3339(),
         },
     )?;
+    close_start_report();
 
     // Copy both streams into the log; each copier reports on `done` when its pipe closes.
     let writer = Arc::new(Mutex::new(LogWriter::open(
@@ -409,6 +393,7 @@ fn run_process(args: &ShimArgs) -> Result<(), ShimError> {
             started_at: now_rfc3339(),
         },
     )?;
+    close_start_report();
     let writer = Arc::new(Mutex::new(LogWriter::open(
         &args.log_path,
         args.max_log_bytes,
@@ -450,6 +435,46 @@ fn run_process(args: &ShimArgs) -> Result<(), ShimError> {
 fn fail_process_start(args: &ShimArgs, message: &str) -> Result<(), ShimError> {
     write_atomic(&args.bundle.join(START_ERROR_FILE), message.as_bytes())?;
     Err(ShimError::Io(format!("start failed: {message}")))
+}
+
+/// Closes the shim's stdout, the runtime's pipe (see the module's doc): the start record is
+/// written. The shim writes nothing there; /dev/null takes the descriptor's place.
+fn close_start_report() {
+    let closed = File::open("/dev/null")
+        .map_err(|e| e.to_string())
+        .and_then(|null| nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string()));
+    if let Err(e) = closed {
+        // The runtime then sees the record at its next look at the files.
+        eprintln!("keelson shim: cannot close the start report pipe: {e}");
+    }
+}
+
+/// The runtime's end of a shim's start report pipe (the shim's stdout).
+pub struct StartReport(Option<tokio::process::ChildStdout>);
+
+impl StartReport {
+    pub fn new(pipe: Option<tokio::process::ChildStdout>) -> StartReport {
+        StartReport(pipe)
+    }
+
+    /// Returns after `interval`, or as soon as the shim closes the pipe (its start record is
+    /// written, or it exited).
+    pub async fn wait(&mut self, interval: Duration) {
+        use tokio::io::AsyncReadExt;
+        let Some(pipe) = self.0.as_mut() else {
+            tokio::time::sleep(interval).await;
+            return;
+        };
+        let mut buf = [0u8; 64];
+        tokio::select! {
+            read = pipe.read(&mut buf) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    self.0 = None;
+                }
+            }
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 /// Records why the container could not start and removes what runc made of it.
