@@ -1252,9 +1252,35 @@ struct Comparison {
 }
 
 fn compare_objects(old: &Object, new: &Object, fields: Fields) -> Comparison {
+    compare_objects_with_metadata(old, None, new, fields)
+}
+
+/// [`compare_objects`] of `old` and `new` as if neither had `metadata.managedFields` (`new`
+/// has none), without copying `old`: only its metadata is copied, without the list.
+fn compare_objects_but_managed_fields(old: &Object, new: &Object, fields: Fields) -> Comparison {
+    let old_metadata = old.get("metadata").map(|metadata| match metadata {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| *key != "managedFields")
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    });
+    compare_objects_with_metadata(old, old_metadata.as_ref(), new, fields)
+}
+
+/// [`compare_objects`], with `old_metadata`, when given, standing for `old`'s `metadata`.
+fn compare_objects_with_metadata(
+    old: &Object,
+    old_metadata: Option<&Value>,
+    new: &Object,
+    fields: Fields,
+) -> Comparison {
     let mut comparison = Comparison::default();
-    compare_maps(
+    compare_maps_with_metadata(
         old,
+        old_metadata,
         new,
         fields,
         &mut comparison.added,
@@ -1275,20 +1301,61 @@ fn compare_maps(
     removed: &mut FieldSet,
     modified: &mut FieldSet,
 ) {
+    compare_maps_with_metadata(old, None, new, fields, added, removed, modified);
+}
+
+fn compare_maps_with_metadata(
+    old: &Object,
+    old_metadata: Option<&Value>,
+    new: &Object,
+    fields: Fields,
+    added: &mut FieldSet,
+    removed: &mut FieldSet,
+    modified: &mut FieldSet,
+) {
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for name in names {
-        let before = old.get(name).filter(|value| !value.is_null());
-        let after = new.get(name).filter(|value| !value.is_null());
-        let element = format!("f:{name}");
-        compare_values(
+        let before = match old_metadata {
+            Some(metadata) if name == "metadata" => Some(metadata),
+            _ => old.get(name),
+        };
+        compare_field(
+            name,
             before,
-            after,
-            field_of(fields, name),
-            added.child_mut(element.clone()),
-            removed.child_mut(element.clone()),
-            modified.child_mut(element),
+            new.get(name),
+            fields,
+            added,
+            removed,
+            modified,
         );
     }
+}
+
+/// Compares the field `name` of a map (a null value counts as absent).
+fn compare_field(
+    name: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    fields: Fields,
+    added: &mut FieldSet,
+    removed: &mut FieldSet,
+    modified: &mut FieldSet,
+) {
+    let before = before.filter(|value| !value.is_null());
+    let after = after.filter(|value| !value.is_null());
+    // Equal values change nothing below them: skip building (and pruning) their field sets.
+    if before == after {
+        return;
+    }
+    let element = format!("f:{name}");
+    compare_values(
+        before,
+        after,
+        field_of(fields, name),
+        added.child_mut(element.clone()),
+        removed.child_mut(element.clone()),
+        modified.child_mut(element),
+    );
 }
 
 fn compare_values(
@@ -2002,36 +2069,38 @@ pub fn update_managed_fields(
     manager: &str,
     operation: &str,
     old: Option<&Value>,
-    new: &Value,
+    new: Value,
     now: &str,
 ) -> Value {
-    let Value::Object(new) = new else {
-        return new.clone();
+    let Value::Object(mut result) = new else {
+        return new;
     };
     let old = old.and_then(Value::as_object);
-    if object_nesting_exceeds(new, NESTING_DEPTH_MAX)
+    if object_nesting_exceeds(&result, NESTING_DEPTH_MAX)
         || old.is_some_and(|old| object_nesting_exceeds(old, NESTING_DEPTH_MAX))
     {
-        return Value::Object(new.clone());
+        return Value::Object(result);
     }
     let operation = if operation.is_empty() {
         OPERATION_UPDATE
     } else {
         operation
     };
-    let kind = new.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let fields = root_fields(kind);
+    let kind = result
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let fields = root_fields(&kind);
 
-    let mut entries = match managed_fields_of(new) {
+    let mut entries = match managed_fields_of(&result) {
         Some(list) if !list.is_null() => read_managed_fields(Some(list)),
         _ => read_managed_fields(old.and_then(managed_fields_of)),
     };
-    let mut base = old.cloned().unwrap_or_default();
-    remove_managed_fields(&mut base);
-    let mut result = new.clone();
     remove_managed_fields(&mut result);
 
-    let comparison = compare_objects(&base, &result, fields);
+    let empty = Object::new();
+    let comparison = compare_objects_but_managed_fields(old.unwrap_or(&empty), &result, fields);
     let mut touched = comparison.modified;
     touched.union_with(&comparison.added);
     strip_untracked(&mut touched, false);
@@ -2041,10 +2110,12 @@ pub fn update_managed_fields(
         entry.set = entry.set.difference(&removed).difference(&touched);
     }
     if !touched.is_empty() {
-        let api_version = new
+        let api_version = result
             .get("apiVersion")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_string();
+        let api_version = api_version.as_str();
         match entries
             .iter_mut()
             .find(|entry| entry.is(manager, operation))
@@ -2817,7 +2888,7 @@ mod tests {
             "kubectl-client-side-apply",
             "Update",
             None,
-            &deployment(3, "nginx:1.27"),
+            deployment(3, "nginx:1.27"),
             T1,
         );
         let cases = [
@@ -2878,7 +2949,7 @@ mod tests {
             "kubectl-client-side-apply",
             "Update",
             None,
-            &deployment(3, "nginx:1.27"),
+            deployment(3, "nginx:1.27"),
             T1,
         );
         let forced = server_side_apply(
@@ -2983,7 +3054,7 @@ mod tests {
             "kubectl-create",
             "Update",
             None,
-            &deployment(1, "nginx:1.27"),
+            deployment(1, "nginx:1.27"),
             T1,
         );
         let create_entry = entry(&created, "kubectl-create", "Update").unwrap();
@@ -3002,7 +3073,7 @@ mod tests {
         // `kubectl scale`: the controller-manager-like writer takes replicas.
         let mut scaled = created.clone();
         scaled["spec"]["replicas"] = json!(4);
-        let scaled = update_managed_fields("kubectl", "Update", Some(&created), &scaled, T2);
+        let scaled = update_managed_fields("kubectl", "Update", Some(&created), scaled, T2);
         assert_eq!(scaled["spec"]["replicas"], 4);
         let creator = entry(&scaled, "kubectl-create", "Update").unwrap();
         let scaler = entry(&scaled, "kubectl", "Update").unwrap();
@@ -3011,7 +3082,7 @@ mod tests {
         assert_eq!(scaler["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
 
         // A write that changes nothing changes no entry.
-        let same = update_managed_fields("someone", "Update", Some(&scaled), &scaled, T3);
+        let same = update_managed_fields("someone", "Update", Some(&scaled), scaled.clone(), T3);
         assert_eq!(same, scaled);
 
         // A removed label leaves its owner's entry; an entry left empty goes.
@@ -3021,7 +3092,7 @@ mod tests {
             .unwrap()
             .remove("labels");
         let unlabelled =
-            update_managed_fields("kubectl-label", "Update", Some(&scaled), &unlabelled, T3);
+            update_managed_fields("kubectl-label", "Update", Some(&scaled), unlabelled, T3);
         let creator = entry(&unlabelled, "kubectl-create", "Update").unwrap();
         assert!(creator["fieldsV1"].get("f:metadata").is_none(), "{creator}");
         assert!(
@@ -3036,14 +3107,14 @@ mod tests {
             "m0",
             "Update",
             None,
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k0": "v"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k0": "v"}}),
             T1,
         );
         for i in 1..=UPDATE_MANAGERS_MAX + 2 {
             let mut next = object.clone();
             next["data"][format!("k{i}")] = json!("v");
             let time = format!("2026-11-27T17:{i:02}:00Z");
-            object = update_managed_fields(&format!("m{i}"), "Update", Some(&object), &next, &time);
+            object = update_managed_fields(&format!("m{i}"), "Update", Some(&object), next, &time);
         }
         let managers: Vec<String> = entries(&object)
             .iter()

@@ -343,7 +343,7 @@ pub(crate) async fn create(state: &ApiState, req: &ApiRequest, path: &ResourcePa
     check_type(path.resource, &mut obj)?;
     check_identity(path, &mut obj)?;
     let manager = req.param("fieldManager").unwrap_or("unknown").to_string();
-    let obj = patch::update_managed_fields(&manager, "Update", None, &obj, &now_rfc3339());
+    let obj = patch::update_managed_fields(&manager, "Update", None, obj, &now_rfc3339());
     create_object(state, req, path, obj).await
 }
 
@@ -465,7 +465,7 @@ async fn write_update(
         manager,
         "Update",
         Some(&current.object),
-        &new,
+        new,
         &now_rfc3339(),
     );
     if is_dry_run(req) {
@@ -535,24 +535,18 @@ pub(crate) async fn update(state: &ApiState, req: &ApiRequest, path: &ResourcePa
         .map(parse_resource_version)
         .transpose()?;
     let manager = req.param("fieldManager").unwrap_or("unknown").to_string();
-    for _ in 0..CONFLICT_RETRIES_MAX {
-        let current = read(state, path, Consistency::Linearizable).await?;
-        if precondition.is_some_and(|rv| rv != current.revision) {
-            return Err(conflict(resource, &name));
+    read_modify_write(resource, &name, |consistency| {
+        let (body, manager, name) = (&body, &manager, &name);
+        async move {
+            let current = read(state, path, consistency).await?;
+            if precondition.is_some_and(|rv| rv != current.revision) {
+                return Err(conflict(resource, name));
+            }
+            let (patched, held) = (body.clone(), precondition.is_some());
+            write_merged(state, req, path, &current, patched, manager, held).await
         }
-        let new = merge_for_update(
-            resource,
-            path.subresource.as_deref(),
-            &current.object,
-            body.clone(),
-        )?;
-        match write_update(state, req, path, &current, new, &manager).await? {
-            Ok(object) => return Ok((StatusCode::OK, object)),
-            Err(_) if precondition.is_some() => return Err(conflict(resource, &name)),
-            Err(_) => continue,
-        }
-    }
-    Err(conflict(resource, &name))
+    })
+    .await
 }
 
 /// The kinds of PATCH bodies, by content type.
@@ -617,33 +611,104 @@ pub(crate) async fn patch_object(state: &ApiState, req: &ApiRequest, path: &Reso
         return server_side_apply(state, req, path).await;
     }
     let manager = req.param("fieldManager").unwrap_or("unknown").to_string();
-    for _ in 0..CONFLICT_RETRIES_MAX {
-        let current = read(state, path, Consistency::Linearizable).await?;
-        let mut patched = apply_patch(kind, resource, &current.object, &req.body)?;
-        // A resourceVersion in the patch is a precondition.
-        let precondition = match object::resource_version(&patched) {
-            Some(rv) if rv != current.revision.to_string() => {
-                parse_resource_version(rv)?;
-                return Err(conflict(resource, &name));
-            }
-            Some(_) => true,
-            None => false,
-        };
-        check_type(resource, &mut patched)?;
-        check_identity(path, &mut patched)?;
-        let new = merge_for_update(
-            resource,
-            path.subresource.as_deref(),
-            &current.object,
-            patched,
-        )?;
-        match write_update(state, req, path, &current, new, &manager).await? {
-            Ok(object) => return Ok((StatusCode::OK, object)),
-            Err(_) if precondition => return Err(conflict(resource, &name)),
-            Err(_) => continue,
+    let manager = manager.as_str();
+    read_modify_write(resource, &name, |consistency| async move {
+        let current = read(state, path, consistency).await;
+        patch_once(state, req, path, kind, manager, current).await
+    })
+    .await
+}
+
+/// Runs `round` (read with the consistency it is given, modify, compare-and-swap) until it
+/// writes, refuses or loses [`CONFLICT_RETRIES_MAX`] times to other writes (`Ok(None)`).
+/// The first round reads optimistically ([`update_read`]).
+async fn read_modify_write<F, R>(resource: &Resource, name: &str, mut round: F) -> Reply
+where
+    F: FnMut(Consistency) -> R,
+    R: std::future::Future<Output = Result<Option<Value>, StatusError>>,
+{
+    for attempt in 0..CONFLICT_RETRIES_MAX {
+        match round(update_read(attempt)).await {
+            Ok(Some(object)) => return Ok((StatusCode::OK, object)),
+            Ok(None) => continue,
+            Err(e) if decide_again(attempt, &e) => continue,
+            Err(e) => return Err(e),
         }
     }
-    Err(conflict(resource, &name))
+    Err(conflict(resource, name))
+}
+
+/// One read-patch-write round: the patched object, or `None` when another write came first.
+async fn patch_once(
+    state: &ApiState,
+    req: &ApiRequest,
+    path: &ResourcePath,
+    kind: PatchKind,
+    manager: &str,
+    current: Result<Stored, StatusError>,
+) -> Result<Option<Value>, StatusError> {
+    let resource = path.resource;
+    let name = path.name.as_deref().unwrap_or_default();
+    let current = current?;
+    let mut patched = apply_patch(kind, resource, &current.object, &req.body)?;
+    // A resourceVersion in the patch is a precondition.
+    let precondition = match object::resource_version(&patched) {
+        Some(rv) if rv != current.revision.to_string() => {
+            parse_resource_version(rv)?;
+            return Err(conflict(resource, name));
+        }
+        Some(_) => true,
+        None => false,
+    };
+    check_type(resource, &mut patched)?;
+    check_identity(path, &mut patched)?;
+    write_merged(state, req, path, &current, patched, manager, precondition).await
+}
+
+/// Merges `patched` into `current` (as far as the subresource may change it) and writes it
+/// if `current` is still the stored object: `None` when another write came first, a conflict
+/// when the client's `precondition` held it to `current`.
+async fn write_merged(
+    state: &ApiState,
+    req: &ApiRequest,
+    path: &ResourcePath,
+    current: &Stored,
+    patched: Value,
+    manager: &str,
+    precondition: bool,
+) -> Result<Option<Value>, StatusError> {
+    let resource = path.resource;
+    let new = merge_for_update(
+        resource,
+        path.subresource.as_deref(),
+        &current.object,
+        patched,
+    )?;
+    match write_update(state, req, path, current, new, manager).await? {
+        Ok(object) => Ok(Some(object)),
+        Err(_) if precondition => Err(conflict(resource, path.name.as_deref().unwrap_or_default())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// How a read-modify-write reads the object on its `attempt` (0 is the first). The first
+/// reads this master's applied state, without a read-index round: the write's compare on the
+/// object's revision commits only if that state was current, and whatever was refused on it
+/// is decided again on a linearizable read ([`decide_again`]), as Kubernetes' apiserver
+/// updates from its watch cache and rereads from etcd on a conflict.
+pub(crate) fn update_read(attempt: usize) -> Consistency {
+    if attempt == 0 {
+        Consistency::Serializable
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+/// Whether a refusal on the first, optimistic, attempt is decided again: those of the request
+/// against the state (404, 409, 422, ...); never a failed or timed-out write (5xx), whose
+/// outcome may be unknown.
+pub(crate) fn decide_again(attempt: usize, e: &StatusError) -> bool {
+    attempt == 0 && e.code() < 500
 }
 
 async fn server_side_apply(state: &ApiState, req: &ApiRequest, path: &ResourcePath) -> Reply {
@@ -688,16 +753,10 @@ async fn server_side_apply(state: &ApiState, req: &ApiRequest, path: &ResourcePa
             Some(_) => true,
             None => false,
         };
-        let new = merge_for_update(
-            resource,
-            path.subresource.as_deref(),
-            &current.object,
-            patched,
-        )?;
-        match write_update(state, req, path, &current, new, &manager).await? {
-            Ok(object) => return Ok((StatusCode::OK, object)),
-            Err(_) if precondition => return Err(conflict(resource, &name)),
-            Err(_) => continue,
+        if let Some(object) =
+            write_merged(state, req, path, &current, patched, &manager, precondition).await?
+        {
+            return Ok((StatusCode::OK, object));
         }
     }
     Err(conflict(resource, &name))

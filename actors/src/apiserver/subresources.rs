@@ -3,6 +3,7 @@
 
 use http::StatusCode;
 use keelson_api::node_link::{log_request_from_query, CONNECTED_MASTER_ANNOTATION};
+use keelson_api::resources::Resource;
 use keelson_api::selectors::LabelSelector;
 use keelson_api::status::StatusError;
 use keelson_api::{object, patch};
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use warp::reply::Response;
 
 use super::forward::FORWARDED_HEADER;
-use super::objects::{not_found, read, read_consistency, Reply};
+use super::objects::{decide_again, not_found, read, read_consistency, update_read, Reply};
 use super::request::{status_reply, stream_reply, ApiRequest};
 use super::route::ResourcePath;
 use super::storage::object_key;
@@ -180,60 +181,26 @@ pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath
         ));
     };
     let key = object_key(resource, path.namespace.as_deref(), &name);
-    for _ in 0..CONFLICT_RETRIES_MAX {
-        let current = read(state, path, Consistency::Linearizable).await?;
-        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
-            if object::uid(&current.object) != Some(uid) {
-                return Err(not_found(resource, &name));
-            }
-        }
-        if let Some(existing) = current
-            .object
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(StatusError::conflict(
-                resource.group,
-                resource.plural,
-                &name,
-                &format!("pod {name} is already assigned to node \"{existing}\""),
-            ));
-        }
-        if object::deletion_timestamp(&current.object).is_some() {
-            return Err(StatusError::conflict(
-                resource.group,
-                resource.plural,
-                &name,
-                &format!("pod {name} is being deleted, cannot be assigned to a host"),
-            ));
-        }
-        let mut bound = current.object.clone();
-        bound["spec"]["nodeName"] = json!(node);
-        let condition = json!({
-            "type": "PodScheduled",
-            "status": "True",
-            "lastProbeTime": null,
-            "lastTransitionTime": super::objects::now_rfc3339(),
-        });
-        let conditions = bound["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut conditions: Vec<Value> = conditions
-            .into_iter()
-            .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
-            .collect();
-        conditions.push(condition);
-        bound["status"]["conditions"] = Value::Array(conditions);
-        match state.storage.update(&key, current.revision, &bound).await? {
-            Ok(_) => {
+    for attempt in 0..CONFLICT_RETRIES_MAX {
+        let bound = async {
+            let current = read(state, path, update_read(attempt)).await?;
+            let bound = bound_pod(&current.object, &binding, &node, resource, &name)?;
+            Ok(state
+                .storage
+                .update(&key, current.revision, &bound)
+                .await?
+                .is_ok())
+        };
+        match bound.await {
+            Ok(true) => {
                 return Ok((
                     StatusCode::CREATED,
                     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
                 ))
             }
-            Err(_) => continue,
+            Ok(false) => continue,
+            Err(e) if decide_again(attempt, &e) => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(StatusError::conflict(
@@ -242,6 +209,60 @@ pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath
         &name,
         "too many concurrent changes; try again",
     ))
+}
+
+/// The pod `current` bound to `node` as `binding` asks: `spec.nodeName` set and
+/// `PodScheduled=True`; refused for another pod of that name, a bound pod or a deleted one.
+fn bound_pod(
+    current: &Value,
+    binding: &Value,
+    node: &str,
+    resource: &Resource,
+    name: &str,
+) -> Result<Value, StatusError> {
+    if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
+        if object::uid(current) != Some(uid) {
+            return Err(not_found(resource, name));
+        }
+    }
+    if let Some(existing) = current
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(StatusError::conflict(
+            resource.group,
+            resource.plural,
+            name,
+            &format!("pod {name} is already assigned to node \"{existing}\""),
+        ));
+    }
+    if object::deletion_timestamp(current).is_some() {
+        return Err(StatusError::conflict(
+            resource.group,
+            resource.plural,
+            name,
+            &format!("pod {name} is being deleted, cannot be assigned to a host"),
+        ));
+    }
+    let mut bound = current.clone();
+    bound["spec"]["nodeName"] = json!(node);
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": super::objects::now_rfc3339(),
+    });
+    let mut conditions: Vec<Value> = bound["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
+        .collect();
+    conditions.push(condition);
+    bound["status"]["conditions"] = Value::Array(conditions);
+    Ok(bound)
 }
 
 /// `pods/NAME/log`: streamed from the node that runs the pod, through this master's link to
