@@ -60,7 +60,15 @@ struct Cache {
     by_owner: HashMap<String, HashSet<String>>,
     /// Keys of objects no owner controls (orphans a controller may adopt).
     uncontrolled: HashSet<String>,
+    /// Keys of pods by the node they are bound to (`spec.nodeName`).
+    by_node: HashMap<String, HashSet<String>>,
     revision: u64,
+}
+
+fn node_name_of(obj: &Value) -> Option<&str> {
+    obj.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
 }
 
 impl Cache {
@@ -79,6 +87,12 @@ impl Cache {
                 .or_default()
                 .insert(key.clone());
         }
+        if let Some(node) = node_name_of(&obj) {
+            self.by_node
+                .entry(node.to_string())
+                .or_default()
+                .insert(key);
+        }
         old
     }
 
@@ -90,6 +104,14 @@ impl Cache {
 
     fn unindex(&mut self, key: &str, obj: &Value) {
         self.uncontrolled.remove(key);
+        if let Some(node) = node_name_of(obj) {
+            if let Some(keys) = self.by_node.get_mut(node) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_node.remove(node);
+                }
+            }
+        }
         for owner in object::owner_references(obj) {
             if let Some(keys) = self.by_owner.get_mut(&owner.uid) {
                 keys.remove(key);
@@ -223,6 +245,21 @@ impl Informer {
         cache
             .by_owner
             .get(owner_uid)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| cache.objects.get(k).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pods bound to `node`, found through an index: the node controller looks at them
+    /// whenever a tainted node changes, among thousands of pods.
+    pub fn on_node(&self, node: &str) -> Vec<Arc<Value>> {
+        let cache = self.read();
+        cache
+            .by_node
+            .get(node)
             .map(|keys| {
                 keys.iter()
                     .filter_map(|k| cache.objects.get(k).cloned())
@@ -462,5 +499,35 @@ mod tests {
         cache.remove("ns/c");
         assert_eq!(uncontrolled(&cache), ["ns/b"], "removed");
         assert!(!cache.by_owner.contains_key("cm-uid"));
+    }
+
+    #[test]
+    fn the_node_index_follows_binding_and_removal() {
+        let bound = |name: &str, node: &str| {
+            let mut p = pod(name, json!([]));
+            Arc::make_mut(&mut p)["spec"] = json!({"nodeName": node});
+            p
+        };
+        let keys = |cache: &Cache, node: &str| {
+            let mut keys: Vec<String> = cache
+                .by_node
+                .get(node)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default();
+            keys.sort_unstable();
+            keys
+        };
+        let mut cache = Cache::default();
+        cache.insert("ns/a".into(), pod("a", json!([])));
+        assert!(cache.by_node.is_empty(), "an unbound pod is on no node");
+        cache.insert("ns/a".into(), bound("a", "n1"));
+        cache.insert("ns/b".into(), bound("b", "n1"));
+        cache.insert("ns/c".into(), bound("c", "n2"));
+        assert_eq!(keys(&cache, "n1"), ["ns/a", "ns/b"]);
+        assert_eq!(keys(&cache, "n2"), ["ns/c"]);
+        cache.remove("ns/c");
+        assert!(!cache.by_node.contains_key("n2"), "an emptied node goes");
+        cache.remove("ns/a");
+        assert_eq!(keys(&cache, "n1"), ["ns/b"]);
     }
 }

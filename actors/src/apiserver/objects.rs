@@ -1023,3 +1023,37 @@ pub(crate) async fn delete_collection(
 pub(crate) fn prefix_of(path: &ResourcePath) -> String {
     collection_prefix(path.resource, path.namespace.as_deref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_attempt_reads_optimistically_and_only_its_refusals_are_decided_again() {
+        assert_eq!(update_read(0), Consistency::Serializable);
+        assert_eq!(update_read(1), Consistency::Linearizable);
+        assert_eq!(
+            update_read(CONFLICT_RETRIES_MAX - 1),
+            Consistency::Linearizable
+        );
+        let refusals = [
+            StatusError::conflict("", "pods", "web", "already assigned"),
+            StatusError::not_found("", "pods", "web"),
+            StatusError::bad_request("bad patch".to_string()),
+        ];
+        for refusal in &refusals {
+            assert!(decide_again(0, refusal), "{refusal:?} on a local read");
+            assert!(
+                !decide_again(1, refusal),
+                "{refusal:?} on a linearizable read"
+            );
+        }
+        // A write that failed or timed out may have happened: never tried again.
+        for failure in [
+            StatusError::timeout("the write timed out"),
+            StatusError::internal("storage"),
+        ] {
+            assert!(!decide_again(0, &failure), "{failure:?}");
+        }
+    }
+}

@@ -402,10 +402,7 @@ async fn delete_pods_of_gone_node(ctx: &ControllerContext, node: &str) -> anyhow
     let resource = find("pods")?;
     let pods = ctx.informers.of(resource);
     pods.wait_synced().await;
-    for pod in pods.list() {
-        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
-            continue;
-        }
+    for pod in pods.on_node(node) {
         let (Some(namespace), Some(name)) = (object::namespace(&pod), object::name(&pod)) else {
             continue;
         };

@@ -400,10 +400,7 @@ impl Controller {
         };
         let mut next: Option<Duration> = None;
         let mut evicted = 0;
-        for pod in self.pods.list() {
-            if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(name) {
-                continue;
-            }
+        for pod in self.pods.on_node(name) {
             let Some(deadline) =
                 eviction_deadline(&pod, &taints, self.ctx.config.pod_eviction_timeout)
             else {
