@@ -613,7 +613,7 @@ pub(crate) async fn patch_object(state: &ApiState, req: &ApiRequest, path: &Reso
     let manager = req.param("fieldManager").unwrap_or("unknown").to_string();
     let manager = manager.as_str();
     read_modify_write(resource, &name, |consistency| async move {
-        let current = read(state, path, consistency).await;
+        let current = read(state, path, consistency).await?;
         patch_once(state, req, path, kind, manager, current).await
     })
     .await
@@ -638,18 +638,18 @@ where
     Err(conflict(resource, name))
 }
 
-/// One read-patch-write round: the patched object, or `None` when another write came first.
+/// Patches `current` and writes it: the patched object, or `None` when another write came
+/// first.
 async fn patch_once(
     state: &ApiState,
     req: &ApiRequest,
     path: &ResourcePath,
     kind: PatchKind,
     manager: &str,
-    current: Result<Stored, StatusError>,
+    current: Stored,
 ) -> Result<Option<Value>, StatusError> {
     let resource = path.resource;
     let name = path.name.as_deref().unwrap_or_default();
-    let current = current?;
     let mut patched = apply_patch(kind, resource, &current.object, &req.body)?;
     // A resourceVersion in the patch is a precondition.
     let precondition = match object::resource_version(&patched) {
