@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use rocksdb::{DBRawIterator, Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
@@ -60,7 +60,12 @@ pub enum KeyspaceError {
 /// An entry may hold several transactions ([`crate::Command::Batch`]). Each commits on top of
 /// the ones before it: their writes are not on disk yet, so later transactions read them from
 /// `overlay`, and everything else from disk at `base`.
-pub struct PendingWrite {
+///
+/// The reads from disk share one iterator, made at the first of them: making a RocksDB
+/// iterator (pinning the memtables and table files, building the merge over them) cost more
+/// than the seeks themselves, and an entry holds many transactions. Nothing else writes the
+/// keyspace while an entry is applied, so the iterator's view is the disk at `base`.
+pub struct PendingWrite<'a> {
     /// The revision on disk under this write.
     base: u64,
     /// The revision after the transactions applied so far.
@@ -71,9 +76,12 @@ pub struct PendingWrite {
     batch: WriteBatch,
     /// The changes so far, in revision order.
     events: Vec<Event>,
+    db: &'a DB,
+    /// Over the `kv` family at `base`, in prefix mode; made at the first read from disk.
+    versions: Option<DBRawIterator<'a>>,
 }
 
-impl PendingWrite {
+impl PendingWrite<'_> {
     /// The write batch, for the state machine's own records (applied id, membership) and for
     /// compaction.
     pub fn batch_mut(&mut self) -> &mut WriteBatch {
@@ -87,10 +95,10 @@ impl PendingWrite {
 
     /// Ends the write: the batch to write (with the new revision counter, if it moved), the
     /// revision to publish after writing it, and the events to publish.
-    pub fn finish(mut self, db: &DB) -> (WriteBatch, u64, Vec<Event>) {
+    pub fn finish(mut self) -> (WriteBatch, u64, Vec<Event>) {
         if self.revision != self.base {
             self.batch
-                .put_cf(cf(db, CF_SM), SM_REVISION, self.revision.to_be_bytes());
+                .put_cf(cf(self.db, CF_SM), SM_REVISION, self.revision.to_be_bytes());
         }
         (self.batch, self.revision, self.events)
     }
@@ -169,22 +177,10 @@ impl Keyspace {
         key: &[u8],
         revision: u64,
     ) -> Result<Option<(u64, Version)>, KeyspaceError> {
-        let seek = mvcc_key(key, revision);
-        let mut iter = self.db.iterator_cf_opt(
-            cf(&self.db, CF_KV),
-            one_prefix(),
-            IteratorMode::From(&seek, Direction::Reverse),
-        );
-        let Some(item) = iter.next() else {
-            return Ok(None);
-        };
-        let (raw_key, raw_value) = item?;
-        if !raw_key.starts_with(&mvcc_prefix(key)) {
-            return Ok(None);
-        }
-        let (_, mod_revision) = split_mvcc_key(&raw_key)?;
-        let version: Version = decode("mvcc version", &raw_value)?;
-        Ok(Some((mod_revision, version)))
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(cf(&self.db, CF_KV), one_prefix());
+        newest_at(&mut iter, key, revision)
     }
 
     /// The live value of `key` at `revision`.
@@ -195,7 +191,7 @@ impl Keyspace {
     }
 
     /// Starts the write of one log entry on top of the current revision.
-    pub fn begin_write(&self) -> PendingWrite {
+    pub fn begin_write(&self) -> PendingWrite<'_> {
         let base = self.revision();
         PendingWrite {
             base,
@@ -203,25 +199,31 @@ impl Keyspace {
             overlay: HashMap::new(),
             batch: WriteBatch::default(),
             events: Vec::new(),
+            db: &self.db,
+            versions: None,
         }
     }
 
     /// The newest version of `key` as of `pending`: written earlier in it, else on disk.
     fn pending_version(
         &self,
-        pending: &PendingWrite,
+        pending: &mut PendingWrite<'_>,
         key: &[u8],
     ) -> Result<Option<(u64, Version)>, KeyspaceError> {
-        match pending.overlay.get(key) {
-            Some(newest) => Ok(Some(newest.clone())),
-            None => self.version_at(key, pending.base),
+        if let Some(newest) = pending.overlay.get(key) {
+            return Ok(Some(newest.clone()));
         }
+        let db = pending.db;
+        let iter = pending
+            .versions
+            .get_or_insert_with(|| db.raw_iterator_cf_opt(cf(db, CF_KV), one_prefix()));
+        newest_at(iter, key, pending.base)
     }
 
     /// The live value of `key` as of `pending`.
     fn pending_get(
         &self,
-        pending: &PendingWrite,
+        pending: &mut PendingWrite<'_>,
         key: &[u8],
     ) -> Result<Option<KeyValue>, KeyspaceError> {
         Ok(self
@@ -234,7 +236,7 @@ impl Keyspace {
     /// Deterministic: reads only the store and `pending`, never the clock.
     pub fn apply_txn(
         &self,
-        pending: &mut PendingWrite,
+        pending: &mut PendingWrite<'_>,
         txn: &Txn,
     ) -> Result<TxnResponse, KeyspaceError> {
         let current = pending.revision;
@@ -556,6 +558,26 @@ impl Keyspace {
         }
         Ok((events, next))
     }
+}
+
+/// The newest version of `key` at or below `revision` that `iter` (over the `kv` family, in
+/// prefix mode) sees, tombstones included.
+fn newest_at(
+    iter: &mut DBRawIterator<'_>,
+    key: &[u8],
+    revision: u64,
+) -> Result<Option<(u64, Version)>, KeyspaceError> {
+    iter.seek_for_prev(mvcc_key(key, revision));
+    let (Some(raw_key), Some(raw_value)) = (iter.key(), iter.value()) else {
+        iter.status()?;
+        return Ok(None);
+    };
+    if !raw_key.starts_with(&mvcc_prefix(key)) {
+        return Ok(None);
+    }
+    let (_, mod_revision) = split_mvcc_key(raw_key)?;
+    let version: Version = decode("mvcc version", raw_value)?;
+    Ok(Some((mod_revision, version)))
 }
 
 fn to_kv(key: Vec<u8>, mod_revision: u64, version: Version) -> Option<KeyValue> {

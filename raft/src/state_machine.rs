@@ -185,7 +185,7 @@ impl StateMachineStore {
             }
         };
         self.applied = Some(log_id);
-        let (mut batch, revision, events) = pending.finish(&db);
+        let (mut batch, revision, events) = pending.finish();
         batch.put_cf(cf(&db, CF_SM), SM_APPLIED, encode(&self.applied));
         // Not synced: the log is, and a crash re-applies from the last applied id on disk.
         db.write(batch).map_err(|e| apply_error(&e))?;
