@@ -236,7 +236,7 @@ impl Store {
         let (proposer, proposals) = Proposer::new();
         let reads = ReadIndex::new(raft.clone(), config.write_timeout);
         crate::metrics::register();
-        let leaders = tokio::spawn(crate::metrics::watch_leader(raft.metrics()));
+        let leaders = tokio::spawn(crate::metrics::watch_leader(raft.server_metrics()));
         let store = Store {
             inner: Arc::new(Inner {
                 id,
@@ -1223,15 +1223,17 @@ impl Store {
         self.leader_id() == Some(self.inner.id)
     }
 
-    /// Stops serving, stops Raft, ends watches and closes the database.
     /// Resolves when this member's Raft core has stopped: after [`Store::shutdown`], or on its
     /// own after a fatal error (a panic, a storage failure). Every store call fails from then
     /// on, so the process should exit and be restarted rather than serve.
     pub async fn core_stopped(&self) {
-        let mut metrics = self.inner.raft.metrics();
+        // The server metrics: their channel closes with the core as the full metrics' does, but
+        // they do not wake this task at every append and apply.
+        let mut metrics = self.inner.raft.server_metrics();
         while metrics.changed().await.is_ok() {}
     }
 
+    /// Stops serving, stops Raft, ends watches and closes the database.
     pub async fn shutdown(self) {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;
