@@ -2,8 +2,11 @@
 //! nodes (`keelson node --runtime hollow --count N`, one process); measures
 //! - the baseline: raw bindings per second, pods bound by this program through the `binding`
 //!   subresource with the same number of clients (what the API and store allow, no decisions);
-//! - the scheduler alone: bare pods created by this program faster than they are bound (as
-//!   kube-scheduler's own benchmark does), bindings per second in the steady part;
+//! - the scheduler alone: bare pods created by this program while the scheduler binds them
+//!   (as kube-scheduler's own benchmark does), bindings per second in the steady part;
+//! - the scheduler with a backlog: bare pods created while this program holds the controllers'
+//!   Lease (so no master's scheduler runs), then bound once it lets the Lease go: bindings per
+//!   second in the steady part, with no creates competing for the cores;
 //! - the pipeline: pods created as Deployments, bound by the scheduler, reported Running by
 //!   the hollow kubelets; bindings per second in the steady part (10%..90% of the pods) and the
 //!   time from the first create until all are Running;
@@ -35,6 +38,9 @@ const KUBE_SCHEDULER_PODS_PER_SEC: f64 = 1000.0;
 const NODES_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the pods get to be Running.
 const PODS_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long the master holding the controllers' Lease gets to notice it lost it and stop its
+/// loops (it renews every second).
+const LEASE_HANDOVER: Duration = Duration::from_secs(3);
 /// Watch events queued between the reader and the bookkeeping.
 const EVENTS_QUEUE_MAX: usize = 65_536;
 
@@ -45,6 +51,7 @@ pub(crate) struct ControlPlaneLoad {
     pub(crate) deployments: usize,
     pub(crate) clients: usize,
     pub(crate) raw_binds: usize,
+    pub(crate) backlog: usize,
 }
 
 fn pod_template(labels: &Value, scheduler: Option<&str>) -> Value {
@@ -234,6 +241,37 @@ async fn current_revision(api: &mut ApiTarget) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// The Lease the masters elect their scheduler and controllers on (`keelson_actors::leader`).
+const CONTROLLER_LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/keelson-controller-manager";
+/// What this program calls itself in the Lease while it holds it.
+const BENCH_HOLDER: &str = "store-bench";
+/// Attempts at a Lease write that lost a race with a master's renewal.
+const LEASE_WRITE_ATTEMPTS: usize = 20;
+
+/// Sets the controllers' Lease holder: `Some` takes it for an hour (the masters follow a
+/// holder until its Lease has gone unrenewed for its whole duration), `None` frees it (the
+/// next master to look acquires it).
+async fn set_lease_holder(api: &mut ApiTarget, holder: Option<&str>) -> anyhow::Result<()> {
+    for _ in 0..LEASE_WRITE_ATTEMPTS {
+        let (code, mut lease) = call(api, hyper::Method::GET, CONTROLLER_LEASE, None).await?;
+        if code != 200 {
+            bail!("reading the controllers' Lease answered {code}: {lease}");
+        }
+        lease["spec"]["holderIdentity"] = json!(holder.unwrap_or_default());
+        if holder.is_some() {
+            lease["spec"]["leaseDurationSeconds"] = json!(3600);
+        }
+        let (code, body) = call(api, hyper::Method::PUT, CONTROLLER_LEASE, Some(&lease)).await?;
+        match code {
+            200 => return Ok(()),
+            409 => continue,
+            _ => bail!("writing the controllers' Lease answered {code}: {body}"),
+        }
+    }
+    bail!("the controllers' Lease kept changing under {LEASE_WRITE_ATTEMPTS} attempts to write it")
+}
+
 /// Bindings per second over the middle 80% of the bindings.
 fn steady_rate(mut times: Vec<Instant>) -> Option<f64> {
     times.sort();
@@ -356,6 +394,60 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
         "scheduler alone: {raw} bare pods created at {bare_create_rate:.0}/s, bound at {bare_steady:.0}/s steady ({bare_overall:.0}/s overall, all bound {bare_last:.1} s after the first create)"
     );
 
+    // The scheduler with a backlog: pods queued while no master may schedule, then bound at
+    // the scheduler's own pace. The master that held the Lease stops its loops at its next
+    // renewal (every second); the wait covers it, and the watch tells if it did not.
+    set_lease_holder(&mut api, Some(BENCH_HOLDER)).await?;
+    tokio::time::sleep(LEASE_HANDOVER).await;
+    let rv = current_revision(&mut api).await?;
+    let (tx, mut rx) = mpsc::channel(EVENTS_QUEUE_MAX);
+    let watcher = tokio::spawn(watch_pods(api.clone(), rv, "backlog", tx));
+    let backlog = load.backlog;
+    let backlog_create_rate = create_pods(&api, load.clients, backlog, "backlog", None).await?;
+    // Every create has been seen by the watch once it reports as many pods as were created.
+    let mut queued: HashMap<String, bool> = HashMap::new();
+    while queued.len() < backlog {
+        let seen = tokio::time::timeout(PODS_TIMEOUT, rx.recv())
+            .await
+            .map_err(|_| anyhow!("the backlog's creates never all showed in the watch"))?
+            .ok_or_else(|| anyhow!("the pod watch ended"))?;
+        *queued.entry(seen.name).or_default() |= seen.bound;
+    }
+    let early = queued.values().filter(|bound| **bound).count();
+    if early > 0 {
+        bail!("{early} of the backlog's pods were bound while this program held the Lease");
+    }
+    eprintln!("letting the controllers' Lease go: {backlog} pods queued");
+    let released = Instant::now();
+    set_lease_holder(&mut api, None).await?;
+    let mut backlog_bound: HashMap<String, Instant> = HashMap::new();
+    let deadline = released + PODS_TIMEOUT;
+    while backlog_bound.len() < backlog {
+        let seen = tokio::select! {
+            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
+            _ = tokio::time::sleep_until(deadline.into()) => bail!(
+                "after {} s: {} of {backlog} queued pods bound", PODS_TIMEOUT.as_secs(), backlog_bound.len()
+            ),
+        };
+        if seen.bound {
+            backlog_bound.entry(seen.name).or_insert(seen.at);
+        }
+    }
+    watcher.abort();
+    let first = backlog_bound.values().min().copied().unwrap_or(released);
+    let last = backlog_bound.values().max().copied().unwrap_or(released);
+    let backlog_overall = backlog as f64
+        / last
+            .duration_since(first)
+            .as_secs_f64()
+            .max(f64::MIN_POSITIVE);
+    let backlog_steady =
+        steady_rate(backlog_bound.into_values().collect()).unwrap_or(backlog_overall);
+    println!(
+        "scheduler with a backlog: {backlog} bare pods created at {backlog_create_rate:.0}/s while this program held the Lease; first bound {:.1} s after letting it go, then bound at {backlog_steady:.0}/s steady ({backlog_overall:.0}/s from the first binding to the last)",
+        first.duration_since(released).as_secs_f64()
+    );
+
     // The whole pipeline: Deployments, watched from now.
     let rv = current_revision(&mut api).await?;
     let (tx, mut rx) = mpsc::channel(EVENTS_QUEUE_MAX);
@@ -456,6 +548,14 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
     println!(
         "| scheduler alone vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {bare_steady:.0} | {:.2}x |",
         bare_steady / GOAL_PODS_PER_SEC
+    );
+    println!(
+        "| scheduler with a backlog: bindings/s (steady) vs raw bindings/s, same run | {backlog_steady:.0} vs {bind_rate:.0} | {:.2}x |",
+        backlog_steady / bind_rate
+    );
+    println!(
+        "| scheduler with a backlog vs goal ({GOAL_PODS_PER_SEC:.0} pods/s) | {backlog_steady:.0} | {:.2}x |",
+        backlog_steady / GOAL_PODS_PER_SEC
     );
     println!(
         "| Deployments: bindings/s (steady) vs raw bindings/s, same run | {steady:.0} vs {bind_rate:.0} | {:.2}x |",

@@ -79,6 +79,11 @@ struct Args {
     /// Pods bound directly for the baseline (with --control-plane).
     #[arg(long, default_value_t = 2000)]
     raw_binds: usize,
+    /// Pods queued for the scheduler while this program holds the controllers' Lease, then
+    /// bound once it lets go (with --control-plane): the scheduler's own throughput, with no
+    /// creates competing.
+    #[arg(long, default_value_t = 5000)]
+    backlog: usize,
     /// Run the pod start benchmark instead: create -> Running of --pods pods on one real node
     /// (`keelson node --runtime runc`, as root) against raw `runc run` (and `ctr run` where
     /// containerd runs), and the node agent's memory.
@@ -213,6 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             deployments: args.deployments,
             clients: args.clients.iter().copied().max().unwrap_or(16),
             raw_binds: args.raw_binds,
+            backlog: args.backlog,
         };
         return control_plane::run(&keelson, dir.path(), &load).await;
     }
