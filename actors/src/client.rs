@@ -123,6 +123,11 @@ impl ApiClient {
         &self.state.name
     }
 
+    /// Whether this master's store member leads the store (its API commits writes itself).
+    pub fn leads_store(&self) -> bool {
+        self.state.storage.store().is_leader()
+    }
+
     /// Sends one request; a reply outside 2xx becomes the `Status` error it carries.
     pub async fn request(
         &self,

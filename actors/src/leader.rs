@@ -86,18 +86,34 @@ pub enum Step {
     Follow,
 }
 
-/// Pure election core: `lease` as last read, `unchanged_since` when this master first saw
-/// that version of it.
-pub fn decide(me: &str, lease: Option<&LeaseView>, unchanged_since: Instant, now: Instant) -> Step {
+/// Pure election core: `lease` as last read (`None`: there is none), `unchanged_since` when
+/// this master first saw it so (that version of it, or its absence). `patience` is how much
+/// longer than its holder's lease duration this master leaves a free, missing or expired Lease
+/// to others: zero on the master leading the store, a lease duration on the others. The loops
+/// then run beside the store's leader, whose API commits their writes itself; on any other
+/// master every write of theirs is forwarded to it over HTTPS. A master only prefers, never
+/// waits for, the store's leader: if that one does not take the Lease, another does later.
+pub fn decide(
+    me: &str,
+    lease: Option<&LeaseView>,
+    unchanged_since: Instant,
+    now: Instant,
+    patience: Duration,
+) -> Step {
+    let waited = now.saturating_duration_since(unchanged_since);
     match lease {
-        None => Step::Acquire,
+        None => {
+            if waited >= patience {
+                Step::Acquire
+            } else {
+                Step::Follow
+            }
+        }
         Some(lease) => match lease.holder.as_deref() {
             Some(holder) if holder == me => Step::Renew,
-            None => Step::Acquire,
-            Some(_) if now.saturating_duration_since(unchanged_since) >= lease.duration => {
-                Step::Acquire
-            }
-            Some(_) => Step::Follow,
+            None if waited >= patience => Step::Acquire,
+            Some(_) if waited >= lease.duration.saturating_add(patience) => Step::Acquire,
+            _ => Step::Follow,
         },
     }
 }
@@ -117,7 +133,8 @@ pub struct Elector {
     client: ApiClient,
     me: String,
     timings: LeaseTimings,
-    observed: Option<(LeaseView, Instant)>,
+    /// The Lease as last read (`None`: there was none), and since when it has been so.
+    observed: Option<(Option<LeaseView>, Instant)>,
 }
 
 impl Elector {
@@ -149,12 +166,17 @@ impl Elector {
         };
         let now = Instant::now();
         let view = current.as_ref().map(LeaseView::from_object);
-        let unchanged_since = match (&self.observed, &view) {
-            (Some((seen, since)), Some(view)) if seen == view => *since,
+        let unchanged_since = match &self.observed {
+            Some((seen, since)) if *seen == view => *since,
             _ => now,
         };
-        self.observed = view.clone().map(|v| (v, unchanged_since));
-        match decide(&self.me, view.as_ref(), unchanged_since, now) {
+        self.observed = Some((view.clone(), unchanged_since));
+        let patience = if self.client.leads_store() {
+            Duration::ZERO
+        } else {
+            self.timings.lease_duration
+        };
+        match decide(&self.me, view.as_ref(), unchanged_since, now, patience) {
             Step::Follow => Ok(false),
             step => {
                 let renewed = self.write(step, current.as_ref(), view.as_ref()).await?;
@@ -207,7 +229,7 @@ impl Elector {
         };
         match result {
             Ok(written) => {
-                self.observed = Some((LeaseView::from_object(&written), Instant::now()));
+                self.observed = Some((Some(LeaseView::from_object(&written)), Instant::now()));
                 Ok(true)
             }
             // Another master wrote first: it holds the Lease now.
@@ -258,37 +280,96 @@ mod tests {
     #[test]
     fn decide_cases() {
         let t0 = Instant::now();
-        let later = t0 + Duration::from_secs(7);
+        let duration = Duration::from_secs(6);
         let soon = t0 + Duration::from_secs(2);
-        let cases: &[(&str, Option<LeaseView>, Instant, Step)] = &[
-            ("no lease: create it", None, soon, Step::Acquire),
+        let later = t0 + Duration::from_secs(7);
+        let much_later = t0 + Duration::from_secs(13);
+        let (eager, patient) = (Duration::ZERO, duration);
+        let cases: &[(&str, Option<LeaseView>, Instant, Duration, Step)] = &[
+            (
+                "no lease, store leader: create it",
+                None,
+                t0,
+                eager,
+                Step::Acquire,
+            ),
+            (
+                "no lease, another master: leave it to the store leader",
+                None,
+                soon,
+                patient,
+                Step::Follow,
+            ),
+            (
+                "no lease for a lease duration, another master: create it",
+                None,
+                later,
+                patient,
+                Step::Acquire,
+            ),
             (
                 "ours: renew",
                 Some(lease(Some("m1"), "5")),
                 soon,
+                patient,
                 Step::Renew,
             ),
             (
-                "released: take it",
+                "released, store leader: take it",
+                Some(lease(None, "5")),
+                t0,
+                eager,
+                Step::Acquire,
+            ),
+            (
+                "released, another master: wait",
                 Some(lease(None, "5")),
                 soon,
+                patient,
+                Step::Follow,
+            ),
+            (
+                "released for a lease duration, another master: take it",
+                Some(lease(None, "5")),
+                later,
+                patient,
                 Step::Acquire,
             ),
             (
                 "another's, fresh: follow",
                 Some(lease(Some("m2"), "5")),
                 soon,
+                eager,
                 Step::Follow,
             ),
             (
-                "another's, unchanged for a lease duration: take over",
+                "another's, unchanged for a lease duration, store leader: take over",
                 Some(lease(Some("m2"), "5")),
                 later,
+                eager,
+                Step::Acquire,
+            ),
+            (
+                "another's, unchanged for a lease duration, another master: wait",
+                Some(lease(Some("m2"), "5")),
+                later,
+                patient,
+                Step::Follow,
+            ),
+            (
+                "another's, unchanged for two, another master: take over",
+                Some(lease(Some("m2"), "5")),
+                much_later,
+                patient,
                 Step::Acquire,
             ),
         ];
-        for (what, view, now, expected) in cases {
-            assert_eq!(decide("m1", view.as_ref(), t0, *now), *expected, "{what}");
+        for (what, view, now, patience, expected) in cases {
+            assert_eq!(
+                decide("m1", view.as_ref(), t0, *now, *patience),
+                *expected,
+                "{what}"
+            );
         }
     }
 
