@@ -188,7 +188,12 @@ impl StateMachineStore {
         let (mut batch, revision, events) = pending.finish();
         batch.put_cf(cf(&db, CF_SM), SM_APPLIED, encode(&self.applied));
         // Not synced: the log is, and a crash re-applies from the last applied id on disk.
-        db.write(batch).map_err(|e| apply_error(&e))?;
+        // The entry's `revs` keys (revision, sub) are consecutive: RocksDB then inserts each
+        // next to the one before instead of searching the memtable's skip list from the top.
+        // Writes at 64 clients +7% in six alternated pairs.
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_memtable_insert_hint_per_batch(true);
+        db.write_opt(batch, &options).map_err(|e| apply_error(&e))?;
         if let Some(compacted) = compacted {
             keyspace.set_compacted(compacted);
         }
