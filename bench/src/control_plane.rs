@@ -272,6 +272,28 @@ async fn set_lease_holder(api: &mut ApiTarget, holder: Option<&str>) -> anyhow::
     bail!("the controllers' Lease kept changing under {LEASE_WRITE_ATTEMPTS} attempts to write it")
 }
 
+/// Waits until the watch has seen `n` pods bound; when each was first seen bound.
+async fn wait_bound(
+    rx: &mut mpsc::Receiver<Seen>,
+    n: usize,
+    deadline: Instant,
+    what: &str,
+) -> anyhow::Result<HashMap<String, Instant>> {
+    let mut bound: HashMap<String, Instant> = HashMap::new();
+    while bound.len() < n {
+        let seen = tokio::select! {
+            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
+            _ = tokio::time::sleep_until(deadline.into()) => bail!(
+                "after {} s: {} of {n} {what} pods bound", PODS_TIMEOUT.as_secs(), bound.len()
+            ),
+        };
+        if seen.bound {
+            bound.entry(seen.name).or_insert(seen.at);
+        }
+    }
+    Ok(bound)
+}
+
 /// Bindings per second over the middle 80% of the bindings.
 fn steady_rate(mut times: Vec<Instant>) -> Option<f64> {
     times.sort();
@@ -370,19 +392,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
     let watcher = tokio::spawn(watch_pods(api.clone(), rv, "bare", tx));
     let t_bare = Instant::now();
     let bare_create_rate = create_pods(&api, load.clients, raw, "bare", None).await?;
-    let mut bare_bound: HashMap<String, Instant> = HashMap::new();
-    let deadline = t_bare + PODS_TIMEOUT;
-    while bare_bound.len() < raw {
-        let seen = tokio::select! {
-            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
-            _ = tokio::time::sleep_until(deadline.into()) => bail!(
-                "after {} s: {} of {raw} bare pods bound", PODS_TIMEOUT.as_secs(), bare_bound.len()
-            ),
-        };
-        if seen.bound {
-            bare_bound.entry(seen.name).or_insert(seen.at);
-        }
-    }
+    let bare_bound = wait_bound(&mut rx, raw, t_bare + PODS_TIMEOUT, "bare").await?;
     watcher.abort();
     let bare_last = bare_bound
         .values()
@@ -420,19 +430,7 @@ pub(crate) async fn run(keelson: &Path, dir: &Path, load: &ControlPlaneLoad) -> 
     eprintln!("letting the controllers' Lease go: {backlog} pods queued");
     let released = Instant::now();
     set_lease_holder(&mut api, None).await?;
-    let mut backlog_bound: HashMap<String, Instant> = HashMap::new();
-    let deadline = released + PODS_TIMEOUT;
-    while backlog_bound.len() < backlog {
-        let seen = tokio::select! {
-            seen = rx.recv() => seen.ok_or_else(|| anyhow!("the pod watch ended"))?,
-            _ = tokio::time::sleep_until(deadline.into()) => bail!(
-                "after {} s: {} of {backlog} queued pods bound", PODS_TIMEOUT.as_secs(), backlog_bound.len()
-            ),
-        };
-        if seen.bound {
-            backlog_bound.entry(seen.name).or_insert(seen.at);
-        }
-    }
+    let backlog_bound = wait_bound(&mut rx, backlog, released + PODS_TIMEOUT, "queued").await?;
     watcher.abort();
     let first = backlog_bound.values().min().copied().unwrap_or(released);
     let last = backlog_bound.values().max().copied().unwrap_or(released);
