@@ -1,5 +1,6 @@
 //! The messages members exchange over QUIC, and that clients send to members: one request
-//! frame per stream, answered by one response frame (a watch by a frame per batch).
+//! frame per stream, answered by one response frame (a watch by a frame per batch); small
+//! writes share a multiplexed stream instead (see `transport::mux`).
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -43,6 +44,8 @@ pub enum PeerRequest {
     },
     /// Would this member vote for the candidate now? (See `pre_vote`.)
     PreVote(PreVoteRequest),
+    /// Opens a stream that carries many requests, each with an id (see `transport::mux`).
+    Multiplexed,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1353,6 +1353,10 @@ impl Handler for Service {
                 serve_watch(store, request, &mut reply).await;
                 return;
             }
+            // Only the first frame of a stream may open a multiplexed one.
+            PeerRequest::Multiplexed => PeerResponse::Refused(crate::error::WireError::Invalid(
+                "a multiplexed stream cannot be opened inside another".to_string(),
+            )),
         };
         if let Err(e) = reply.send(&response).await {
             tracing::debug!("could not answer a peer: {e}");

@@ -88,6 +88,24 @@ async fn bad_input_is_rejected_and_the_store_keeps_serving() {
     );
     still_serving(&client, 3).await;
 
+    // Garbage on a multiplexed stream cannot be answered (it has no request id): the member
+    // closes that stream, and the connection and the store go on serving.
+    let mut multiplexed_garbage = encode_frame(&PeerRequest::Multiplexed).unwrap();
+    multiplexed_garbage.extend_from_slice(&garbage);
+    let answer = raw
+        .call_raw(&addr, &multiplexed_garbage, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.is_none(), "{answer:?}");
+    let status = raw
+        .call(&addr, &PeerRequest::Status, Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(status, Ok(PeerResponse::Status(Ok(_)))),
+        "{status:?}"
+    );
+    still_serving(&client, 4).await;
+
     // A client with the wrong token cannot even read.
     let wrong = Transport::bind_client("wrong-token-wrong-token").unwrap();
     let refused = wrong
@@ -97,6 +115,6 @@ async fn bad_input_is_rejected_and_the_store_keeps_serving() {
         matches!(refused, Err(TransportError::Unauthenticated { .. })),
         "{refused:?}"
     );
-    still_serving(&client, 4).await;
+    still_serving(&client, 5).await;
     cluster.shutdown().await;
 }

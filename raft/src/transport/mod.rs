@@ -1,8 +1,9 @@
 //! QUIC between members (Raft RPCs, forwarded requests) and from clients: one connection per
-//! peer, one stream per request or watch, mutual proof of the cluster token before anything
+//! peer, one stream per request or watch (small writes share one, see [`mux`]), mutual proof of the cluster token before anything
 //! else is accepted on a connection.
 
 mod frame;
+mod mux;
 mod tls;
 
 use std::collections::HashMap;
@@ -77,25 +78,46 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// Where a handler writes its answer.
+/// Where a handler writes its answer: the request's own stream, or a multiplexed one.
 pub struct Reply {
-    send: SendStream,
+    to: ReplyTo,
+}
+
+enum ReplyTo {
+    Stream(SendStream),
+    Multiplexed(mux::MuxReplyTo),
 }
 
 impl Reply {
+    fn multiplexed(id: u64, frames: tokio::sync::mpsc::Sender<Vec<u8>>) -> Self {
+        Reply {
+            to: ReplyTo::Multiplexed(mux::MuxReplyTo::new(id, frames)),
+        }
+    }
+
     pub async fn send(&mut self, response: &PeerResponse) -> Result<(), FrameError> {
-        frame::write_frame(&mut self.send, response).await
+        match &mut self.to {
+            ReplyTo::Stream(send) => frame::write_frame(send, response).await,
+            ReplyTo::Multiplexed(to) => to.send(response).await,
+        }
     }
 
     /// Resolves when the client stops reading (closes the stream or the connection).
     pub async fn stopped(&mut self) {
-        let _ = self.send.stopped().await;
+        match &mut self.to {
+            ReplyTo::Stream(send) => {
+                let _ = send.stopped().await;
+            }
+            ReplyTo::Multiplexed(to) => to.stopped().await,
+        }
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        let _ = self.send.finish();
+        if let ReplyTo::Stream(send) = &mut self.to {
+            let _ = send.finish();
+        }
     }
 }
 
@@ -107,6 +129,8 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct Slot {
     conn: Option<Connection>,
+    /// The stream small writes share on `conn` (see [`mux`]).
+    mux: Option<Arc<mux::MuxClient>>,
     failed_at: Option<std::time::Instant>,
 }
 
@@ -285,18 +309,29 @@ impl Transport {
             .map_err(|_| not_sent("timed out connecting".to_string()))?
     }
 
+    fn slot(&self, addr: &str) -> Arc<Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(addr.to_string()).or_default().clone()
+    }
+
     /// The open connection to `addr`, connecting if there is none.
     async fn connection(&self, addr: &str) -> Result<Connection, TransportError> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(addr.to_string()).or_default().clone()
-        };
+        let slot = self.slot(addr);
         let mut slot = slot.lock().await;
+        self.connection_in(&mut slot, addr).await
+    }
+
+    async fn connection_in(
+        &self,
+        slot: &mut Slot,
+        addr: &str,
+    ) -> Result<Connection, TransportError> {
         if let Some(conn) = &slot.conn {
             if conn.close_reason().is_none() {
                 return Ok(conn.clone());
             }
         }
+        slot.mux = None;
         if let Some(failed_at) = slot.failed_at {
             if failed_at.elapsed() < RECONNECT_BACKOFF {
                 return Err(TransportError::NotSent {
@@ -317,6 +352,24 @@ impl Transport {
                 Err(e)
             }
         }
+    }
+
+    /// The multiplexed stream to `addr`, opening it (and the connection) if needed.
+    async fn mux(&self, addr: &str) -> Result<Arc<mux::MuxClient>, TransportError> {
+        let slot = self.slot(addr);
+        let mut slot = slot.lock().await;
+        let conn = self.connection_in(&mut slot, addr).await?;
+        if let Some(mux) = slot.mux.as_ref().filter(|mux| mux.is_open()) {
+            return Ok(mux.clone());
+        }
+        let mux = mux::MuxClient::open(&conn)
+            .await
+            .map_err(|reason| TransportError::NotSent {
+                addr: addr.to_string(),
+                reason,
+            })?;
+        slot.mux = Some(mux.clone());
+        Ok(mux)
     }
 
     async fn open(
@@ -351,6 +404,12 @@ impl Transport {
             addr: addr.to_string(),
             reason,
         };
+        if let PeerRequest::Write { .. } = request {
+            let body = crate::codec::encode(request);
+            if body.len() <= mux::MUX_REQUEST_BYTES_MAX {
+                return self.call_multiplexed(addr, &body, timeout).await;
+            }
+        }
         let exchange = async {
             let (_send, mut recv) = self.open(addr, request).await?;
             match frame::read_frame::<PeerResponse>(&mut recv, FRAME_BYTES_MAX).await {
@@ -362,6 +421,35 @@ impl Transport {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| no_answer(format!("timed out after {timeout:?}")))?
+    }
+
+    /// [`Transport::call`] on the stream small writes to `addr` share; `request` is the
+    /// encoded [`PeerRequest`].
+    async fn call_multiplexed(
+        &self,
+        addr: &str,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let exchange = async {
+            let mux = self.mux(addr).await?;
+            mux.call(request).await.map_err(|e| match e {
+                mux::MuxError::NotSent(reason) => TransportError::NotSent {
+                    addr: addr.to_string(),
+                    reason,
+                },
+                mux::MuxError::NoAnswer(reason) => TransportError::NoAnswer {
+                    addr: addr.to_string(),
+                    reason,
+                },
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| TransportError::NoAnswer {
+                addr: addr.to_string(),
+                reason: format!("timed out after {timeout:?}"),
+            })?
     }
 
     /// Sends raw bytes as a request (tests use it to send malformed frames) and reads the
@@ -433,8 +521,14 @@ impl ResponseStream {
 }
 
 async fn serve_stream<H: Handler>(handler: Arc<H>, send: SendStream, mut recv: RecvStream) {
-    let mut reply = Reply { send };
-    match frame::read_frame::<PeerRequest>(&mut recv, FRAME_BYTES_MAX).await {
+    let request = frame::read_frame::<PeerRequest>(&mut recv, FRAME_BYTES_MAX).await;
+    let mut reply = match request {
+        Ok(Some(PeerRequest::Multiplexed)) => return mux::serve(handler, send, recv).await,
+        _ => Reply {
+            to: ReplyTo::Stream(send),
+        },
+    };
+    match request {
         Ok(Some(request)) => handler.handle(request, reply).await,
         Ok(None) => {}
         Err(e) => {
