@@ -108,6 +108,11 @@ impl ApiClient {
         self.component
     }
 
+    /// The parsed recent changes this master's watches share (informers share them too).
+    pub(crate) fn decoded(&self) -> std::sync::Arc<crate::apiserver::decoded::Decoded> {
+        self.state.decoded.clone()
+    }
+
     /// The store this master serves (informers read it; writes never go there directly).
     pub(crate) fn store(&self) -> &keelson_raft::Store {
         self.state.storage.store()

@@ -241,7 +241,11 @@ async fn begin_term(
 ) -> Term {
     let (stop, stop_signal) = StopSignal::new();
     let client = &client.fenced(fence.clone());
-    let informers = Informers::new(client.store().clone(), stop_signal.receiver());
+    let informers = Informers::new(
+        client.store().clone(),
+        client.decoded(),
+        stop_signal.receiver(),
+    );
     let events = EventRecorder::start(
         client.for_component("keelson-controller-manager"),
         stop_signal,

@@ -15,6 +15,7 @@ use keelson_raft::{Consistency, EventKind, KeyRange, Store, WatchError, WatchReq
 use serde_json::Value;
 use tokio::sync::{broadcast, watch as signal};
 
+use crate::apiserver::decoded::Decoded;
 use crate::apiserver::{collection_prefix, decode_stored, LIST_PAGE_ITEMS_MAX};
 
 /// Changes buffered per subscriber; one that falls further behind gets a resync.
@@ -130,6 +131,8 @@ struct Inner {
     cache: RwLock<Cache>,
     changes: broadcast::Sender<Change>,
     synced: signal::Sender<bool>,
+    /// Changes parsed once for this master's watches and informers alike.
+    decoded: Arc<Decoded>,
 }
 
 /// A watch-driven cache of one resource; clones share it.
@@ -159,6 +162,7 @@ impl Informer {
     /// Starts informing on `resource` until `stopped` turns true.
     pub(crate) fn start(
         store: Store,
+        decoded: Arc<Decoded>,
         resource: &'static Resource,
         stopped: signal::Receiver<bool>,
     ) -> Informer {
@@ -171,6 +175,7 @@ impl Informer {
                 cache: RwLock::new(Cache::default()),
                 changes,
                 synced,
+                decoded,
             }),
         };
         tokio::spawn(informer.clone().run(store, stopped));
@@ -391,9 +396,8 @@ impl Informer {
             for event in events {
                 cache.revision = cache.revision.max(event.kv.mod_revision);
                 match event.kind {
-                    EventKind::Put => match decode_stored(&event.kv) {
-                        Ok(obj) => {
-                            let new = Arc::new(obj);
+                    EventKind::Put => match self.inner.decoded.get(&event.kv) {
+                        Ok(new) => {
                             let old = cache.insert(key_of(&new), new.clone());
                             changes.push(Change::Applied { old, new });
                         }
@@ -424,14 +428,20 @@ impl Informer {
 #[derive(Clone)]
 pub struct Informers {
     store: Store,
+    decoded: Arc<Decoded>,
     stopped: signal::Receiver<bool>,
     started: Arc<std::sync::Mutex<HashMap<&'static str, Informer>>>,
 }
 
 impl Informers {
-    pub(crate) fn new(store: Store, stopped: signal::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        decoded: Arc<Decoded>,
+        stopped: signal::Receiver<bool>,
+    ) -> Self {
         Informers {
             store,
+            decoded,
             stopped,
             started: Arc::default(),
         }
@@ -445,7 +455,14 @@ impl Informers {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         started
             .entry(resource.plural)
-            .or_insert_with(|| Informer::start(self.store.clone(), resource, self.stopped.clone()))
+            .or_insert_with(|| {
+                Informer::start(
+                    self.store.clone(),
+                    self.decoded.clone(),
+                    resource,
+                    self.stopped.clone(),
+                )
+            })
             .clone()
     }
 
@@ -461,6 +478,41 @@ impl Informers {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_applied_change_shares_the_parse_of_the_masters_watches() {
+        let decoded = Arc::new(Decoded::default());
+        let Some(pods) = keelson_api::resources::find("", "v1", "pods") else {
+            panic!("pods are registered");
+        };
+        let informer = Informer {
+            inner: Arc::new(Inner {
+                resource: pods,
+                prefix: collection_prefix(pods, None),
+                cache: RwLock::default(),
+                changes: broadcast::channel(8).0,
+                synced: signal::channel(false).0,
+                decoded: decoded.clone(),
+            }),
+        };
+        let kv = keelson_raft::KeyValue {
+            key: format!("{}ns/a", collection_prefix(pods, None)).into_bytes(),
+            value: serde_json::to_vec(&json!({"metadata": {"namespace": "ns", "name": "a"}}))
+                .unwrap_or_default(),
+            create_revision: 5,
+            mod_revision: 5,
+            version: 1,
+        };
+        let watched = decoded.get(&kv).expect("valid JSON");
+        informer.apply(&[keelson_raft::Event {
+            kind: EventKind::Put,
+            kv,
+            prev: None,
+        }]);
+        let cached = informer.get("ns/a").expect("in the cache");
+        assert_eq!(cached["metadata"]["resourceVersion"], "5");
+        assert!(Arc::ptr_eq(&watched, &cached), "parsed once, shared");
+    }
 
     fn pod(name: &str, owners: Value) -> Arc<Value> {
         Arc::new(json!({"metadata": {"namespace": "ns", "name": name, "ownerReferences": owners}}))

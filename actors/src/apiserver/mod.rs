@@ -5,7 +5,7 @@
 //! error leaves it as a Kubernetes `Status`.
 
 mod cluster;
-mod decoded;
+pub(crate) mod decoded;
 mod forward;
 mod handler;
 mod list;
@@ -349,12 +349,14 @@ impl ApiServer {
         }
 
         let (stop, stopped) = signal::channel(false);
-        let sa_tokens = tokens::TokenIndex::start(storage.store().clone(), stopped.clone());
+        let decoded = Arc::<decoded::Decoded>::default();
+        let sa_tokens =
+            tokens::TokenIndex::start(storage.store().clone(), decoded.clone(), stopped.clone());
         let state = ApiState {
             storage,
             admin_token: Arc::new(admin_token),
             watches: Arc::new(AtomicI64::new(0)),
-            decoded: Arc::default(),
+            decoded,
             ca_cert_pem: Arc::new(ca.cert_pem.clone()),
             sa_tokens: sa_tokens.clone(),
             metrics: metrics::recorder(),

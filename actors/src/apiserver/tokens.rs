@@ -11,6 +11,7 @@ use keelson_raft::Store;
 use serde_json::Value;
 use tokio::sync::watch as signal;
 
+use super::decoded::Decoded;
 use crate::informer::{key_of, Change, Informer};
 
 /// The Secret type of service-account tokens.
@@ -65,13 +66,17 @@ pub(crate) fn token_of(secret: &Value) -> Option<(String, TokenOwner)> {
 
 impl TokenIndex {
     /// Starts indexing Secrets of `store` until `stopped` turns true.
-    pub(crate) fn start(store: Store, stopped: signal::Receiver<bool>) -> TokenIndex {
+    pub(crate) fn start(
+        store: Store,
+        decoded: Arc<Decoded>,
+        stopped: signal::Receiver<bool>,
+    ) -> TokenIndex {
         let index = TokenIndex::default();
         let Some(secrets) = keelson_api::resources::find("", "v1", "secrets") else {
             tracing::error!("secrets are not registered: service-account tokens are refused");
             return index;
         };
-        let informer = Informer::start(store, secrets, stopped);
+        let informer = Informer::start(store, decoded, secrets, stopped);
         tokio::spawn(index.clone().follow(informer));
         index
     }
