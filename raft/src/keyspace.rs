@@ -30,7 +30,9 @@ pub(crate) const SM_REVISION: &[u8] = b"revision";
 pub(crate) const SM_COMPACTED: &[u8] = b"compacted";
 
 /// The newest version seen so far of a key being scanned, with its revision.
-type Best = Option<(u64, Version)>;
+/// The newest version of a key found so far in a scan: its revision and its stored bytes,
+/// decoded only once the scan has passed the key (older versions are never decoded).
+type Best = Option<(u64, Box<[u8]>)>;
 
 /// One version of a key as stored in the `kv` family; the revision is in the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,9 +437,14 @@ impl Keyspace {
         // The newest version at or below `revision` of the key being scanned.
         let mut current: Option<(Vec<u8>, Best)> = None;
         let emit = |key: Vec<u8>, best: Best, kvs: &mut Vec<KeyValue>| {
-            if let Some(kv) = best.and_then(|(mod_revision, v)| to_kv(key, mod_revision, v)) {
+            let Some((mod_revision, raw)) = best else {
+                return Ok(());
+            };
+            let version: Version = decode("mvcc version", &raw)?;
+            if let Some(kv) = to_kv(key, mod_revision, version) {
                 kvs.push(kv);
             }
+            Ok::<(), KeyspaceError>(())
         };
         for item in iter {
             let (raw_key, raw_value) = item?;
@@ -450,7 +457,7 @@ impl Keyspace {
             }
             if current.as_ref().is_none_or(|(k, _)| *k != key) {
                 if let Some((k, best)) = current.take() {
-                    emit(k, best, &mut kvs);
+                    emit(k, best, &mut kvs)?;
                 }
                 if kvs.len() == limit {
                     // Another key follows; the page is full only if that key is live, which
@@ -461,14 +468,13 @@ impl Keyspace {
                 current = Some((key, None));
             }
             if mod_revision <= revision {
-                let version: Version = decode("mvcc version", &raw_value)?;
                 if let Some((_, best)) = current.as_mut() {
-                    *best = Some((mod_revision, version));
+                    *best = Some((mod_revision, raw_value));
                 }
             }
         }
         if let Some((k, best)) = current.take() {
-            emit(k, best, &mut kvs);
+            emit(k, best, &mut kvs)?;
         }
         // Compaction may have run during the scan and removed versions it needed.
         self.check_readable(revision)?;
