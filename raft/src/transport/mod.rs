@@ -1,6 +1,6 @@
 //! QUIC between members (Raft RPCs, forwarded requests) and from clients: one connection per
-//! peer, one stream per request or watch (small writes share one, see [`mux`]), mutual proof of the cluster token before anything
-//! else is accepted on a connection.
+//! peer, one stream per request or watch (small writes share one, see [`mux`]), mutual proof
+//! of the cluster token before anything else is accepted on a connection.
 
 mod frame;
 mod mux;
