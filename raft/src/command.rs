@@ -319,6 +319,12 @@ impl KeyRange {
         KeyRange { start, end }
     }
 
+    /// The key, when the range holds exactly one ([`KeyRange::key`]).
+    pub fn single_key(&self) -> Option<&[u8]> {
+        let (last, start) = self.end.split_last()?;
+        (*last == 0 && start == self.start.as_slice()).then_some(start)
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
     }
@@ -419,6 +425,22 @@ mod tests {
         assert!(!range.contains(b"/podt"));
         assert!(KeyRange::key(b"k".to_vec()).contains(b"k"));
         assert!(!KeyRange::key(b"k".to_vec()).contains(b"k\0"));
+    }
+
+    #[test]
+    fn a_range_of_one_key_is_known_as_one() {
+        assert_eq!(KeyRange::key(b"k".to_vec()).single_key(), Some(&b"k"[..]));
+        assert_eq!(
+            KeyRange::key(b"k\0".to_vec()).single_key(),
+            Some(&b"k\0"[..])
+        );
+        assert_eq!(KeyRange::prefix(b"k".to_vec()).single_key(), None);
+        let two = KeyRange {
+            start: b"k".to_vec(),
+            end: b"l\0".to_vec(),
+        };
+        assert_eq!(two.single_key(), None);
+        assert_eq!(KeyRange::prefix(Vec::new()).single_key(), None);
     }
 
     #[test]

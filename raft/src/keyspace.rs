@@ -426,6 +426,18 @@ impl Keyspace {
         } else {
             limit.min(RANGE_KEYS_MAX)
         };
+        if let Some(key) = range.single_key() {
+            // One seek in prefix mode (Bloom filters skip the tables without the key) instead
+            // of a scan in total order over every version of the key: reads of one object
+            // come with every update of it.
+            let kvs = self.get_at(key, revision)?.into_iter().collect();
+            self.check_readable(revision)?;
+            return Ok(RangeResponse {
+                kvs,
+                revision,
+                next_key: None,
+            });
+        }
         let seek = mvcc_seek(&range.start);
         let iter = self.db.iterator_cf_opt(
             cf(&self.db, CF_KV),
