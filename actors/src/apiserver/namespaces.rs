@@ -50,7 +50,7 @@ async fn create_initial(state: &ApiState) -> Result<(), StatusError> {
             "status": {"phase": "Active"},
         });
         // Another master may have created it meanwhile; either way it exists.
-        let _ = state.storage.create(&key, &namespace).await?;
+        let _ = state.storage.create(&key, namespace).await?;
     }
     Ok(())
 }

@@ -322,7 +322,7 @@ async fn create_object(
     } else if is_dry_run(req) {
         return Ok((StatusCode::CREATED, obj));
     } else {
-        state.storage.create(&key, &obj).await?.map(|s| s.object)
+        state.storage.create(&key, obj).await?.map(|s| s.object)
     };
     match written {
         Ok(object) => Ok((StatusCode::CREATED, object)),
@@ -488,7 +488,7 @@ async fn write_update(
     }
     Ok(state
         .storage
-        .update(&key, current.revision, &new)
+        .update(&key, current.revision, new)
         .await?
         .map(|stored| stored.object))
 }
@@ -943,11 +943,7 @@ async fn delete_with(
         if is_dry_run(req) {
             return Ok((StatusCode::OK, marked));
         }
-        match state
-            .storage
-            .update(&key, current.revision, &marked)
-            .await?
-        {
+        match state.storage.update(&key, current.revision, marked).await? {
             Ok(stored) => return Ok((StatusCode::OK, stored.object)),
             Err(_) => continue,
         }

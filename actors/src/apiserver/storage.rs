@@ -13,6 +13,7 @@ use keelson_raft::{
     Check, Compare, Consistency, KeyRange, KeyValue, Op, OpResult, RangeRequest, Store, StoreError,
     Txn,
 };
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 /// Where objects live in the store.
@@ -100,13 +101,47 @@ pub(crate) fn set_resource_version(object: &mut Value, revision: u64) {
     }
 }
 
-/// The bytes stored for an object: its JSON without the resourceVersion.
+/// The bytes stored for an object: its JSON without the resourceVersion (the store keeps
+/// the revision). Serialized as it is, without a copy to remove the field from.
 pub(crate) fn encode(object: &Value) -> Result<Vec<u8>, StatusError> {
-    let mut object = object.clone();
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("resourceVersion");
+    serde_json::to_vec(&WithoutResourceVersion(object))
+        .map_err(|e| StatusError::internal(&e.to_string()))
+}
+
+/// An object that serializes without `metadata.resourceVersion`.
+struct WithoutResourceVersion<'a>(&'a Value);
+
+/// An object's metadata that serializes without `resourceVersion`.
+struct MetadataWithoutVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (name, value) in fields {
+            match value {
+                Value::Object(metadata) if name == "metadata" => {
+                    map.serialize_entry(name, &MetadataWithoutVersion(metadata))?;
+                }
+                _ => map.serialize_entry(name, value)?,
+            }
+        }
+        map.end()
     }
-    serde_json::to_vec(&object).map_err(|e| StatusError::internal(&e.to_string()))
+}
+
+impl Serialize for MetadataWithoutVersion<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.0 {
+            if name != "resourceVersion" {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Why a conditional write did not happen.
@@ -214,7 +249,7 @@ impl Storage {
     pub(crate) async fn create(
         &self,
         key: &str,
-        object: &Value,
+        object: Value,
     ) -> Result<Result<Stored, WriteRefused>, StatusError> {
         self.put_if(key, Check::Absent, object, WriteRefused::Exists)
             .await
@@ -225,7 +260,7 @@ impl Storage {
         &self,
         key: &str,
         expected: u64,
-        object: &Value,
+        object: Value,
     ) -> Result<Result<Stored, WriteRefused>, StatusError> {
         self.put_if(
             key,
@@ -236,15 +271,17 @@ impl Storage {
         .await
     }
 
-    /// Puts `object` under `key` if `check` holds, in one transaction.
+    /// Puts `object` under `key` if `check` holds, in one transaction; the object comes back
+    /// with its new resourceVersion (taken, not copied: copies of whole objects were a large
+    /// part of a write's cost).
     async fn put_if(
         &self,
         key: &str,
         check: Check,
-        object: &Value,
+        mut object: Value,
         refused: WriteRefused,
     ) -> Result<Result<Stored, WriteRefused>, StatusError> {
-        let value = encode(object)?;
+        let value = encode(&object)?;
         let txn = Txn {
             compare: vec![Compare {
                 key: key.as_bytes().to_vec(),
@@ -257,7 +294,6 @@ impl Storage {
         if !response.succeeded {
             return Ok(Err(refused));
         }
-        let mut object = object.clone();
         set_resource_version(&mut object, response.revision);
         Ok(Ok(Stored {
             key: key.as_bytes().to_vec(),

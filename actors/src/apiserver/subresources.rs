@@ -141,7 +141,7 @@ pub(crate) async fn update_scale(state: &ApiState, req: &ApiRequest, path: &Reso
             .and_then(Value::as_i64)
             .unwrap_or(0);
         updated["metadata"]["generation"] = json!(generation + 1);
-        match state.storage.update(&key, current.revision, &updated).await? {
+        match state.storage.update(&key, current.revision, updated).await? {
             Ok(stored) => return Ok((StatusCode::OK, scale_of(&stored.object))),
             Err(_) if precondition.is_some() => {
                 return Err(StatusError::conflict(
@@ -184,12 +184,9 @@ pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath
     for attempt in 0..CONFLICT_RETRIES_MAX {
         let bound = async {
             let current = read(state, path, update_read(attempt)).await?;
-            let bound = bound_pod(&current.object, &binding, &node, resource, &name)?;
-            Ok(state
-                .storage
-                .update(&key, current.revision, &bound)
-                .await?
-                .is_ok())
+            let revision = current.revision;
+            let bound = bound_pod(current.object, &binding, &node, resource, &name)?;
+            Ok(state.storage.update(&key, revision, bound).await?.is_ok())
         };
         match bound.await {
             Ok(true) => {
@@ -214,14 +211,14 @@ pub(crate) async fn bind(state: &ApiState, req: &ApiRequest, path: &ResourcePath
 /// The pod `current` bound to `node` as `binding` asks: `spec.nodeName` set and
 /// `PodScheduled=True`; refused for another pod of that name, a bound pod or a deleted one.
 fn bound_pod(
-    current: &Value,
+    current: Value,
     binding: &Value,
     node: &str,
     resource: &Resource,
     name: &str,
 ) -> Result<Value, StatusError> {
     if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
-        if object::uid(current) != Some(uid) {
+        if object::uid(&current) != Some(uid) {
             return Err(not_found(resource, name));
         }
     }
@@ -237,7 +234,7 @@ fn bound_pod(
             &format!("pod {name} is already assigned to node \"{existing}\""),
         ));
     }
-    if object::deletion_timestamp(current).is_some() {
+    if object::deletion_timestamp(&current).is_some() {
         return Err(StatusError::conflict(
             resource.group,
             resource.plural,
@@ -245,7 +242,7 @@ fn bound_pod(
             &format!("pod {name} is being deleted, cannot be assigned to a host"),
         ));
     }
-    let mut bound = current.clone();
+    let mut bound = current;
     bound["spec"]["nodeName"] = json!(node);
     let condition = json!({
         "type": "PodScheduled",
@@ -253,13 +250,13 @@ fn bound_pod(
         "lastProbeTime": null,
         "lastTransitionTime": super::objects::now_rfc3339(),
     });
-    let mut conditions: Vec<Value> = bound["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
-        .collect();
+    let mut conditions: Vec<Value> = match bound["status"]["conditions"].take() {
+        Value::Array(conditions) => conditions,
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
+    .collect();
     conditions.push(condition);
     bound["status"]["conditions"] = Value::Array(conditions);
     Ok(bound)
