@@ -4,6 +4,7 @@
 //! shown yet: "assumed"); and the decision for one pod over it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::filter::{self, Domains, Reason};
@@ -78,6 +79,27 @@ pub(crate) struct FitError {
     pub(crate) message: String,
 }
 
+/// A decision stops filtering once it has this many feasible nodes, unless the share of the
+/// cluster [`feasible_nodes_to_find`] asks for is larger (kube-scheduler's
+/// `minFeasibleNodesToFind`).
+const FEASIBLE_NODES_MIN: usize = 100;
+/// The smallest share of a large cluster a decision considers, in percent (kube-scheduler's
+/// `minFeasibleNodesPercentageToFind`).
+const FEASIBLE_NODES_PERCENT_MIN: usize = 5;
+
+/// How many feasible nodes a decision looks for among `nodes`, as kube-scheduler's adaptive
+/// `percentageOfNodesToScore`: every node in clusters under 100 nodes; 50% less 1% per 125
+/// nodes in larger ones (42% of 1,000 nodes, 10% of 5,000), at least 5% and 100 nodes.
+pub(crate) fn feasible_nodes_to_find(nodes: usize) -> usize {
+    if nodes < FEASIBLE_NODES_MIN {
+        return nodes;
+    }
+    let percent = 50usize
+        .saturating_sub(nodes / 125)
+        .max(FEASIBLE_NODES_PERCENT_MIN);
+    (nodes * percent / 100).max(FEASIBLE_NODES_MIN)
+}
+
 /// Nodes and the pods counted on them.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
@@ -87,6 +109,9 @@ pub(crate) struct Cache {
     anti_affinity_pods: HashSet<String>,
     /// Advances on every decision: which of equally good nodes comes next.
     turn: u64,
+    /// The last node the previous decision looked at: the next one starts after it, so that
+    /// decisions that stop early still go round every node.
+    last_visited: Option<String>,
 }
 
 impl Cache {
@@ -204,18 +229,41 @@ impl Cache {
         domains.into_iter().collect()
     }
 
-    /// The node for `pod`: the best scored of those it fits, or why none fits.
+    /// The node for `pod`: the best scored of those it fits, or why none fits. Like
+    /// kube-scheduler, a decision in a large cluster stops filtering once it has found
+    /// [`feasible_nodes_to_find`] nodes that fit, and starts where the previous one stopped;
+    /// when fewer fit, it has looked at every node and the reasons cover them all.
     pub(crate) fn find_node(&mut self, pod: &PodView) -> Result<String, FitError> {
         let forbidden = self.forbidden_domains(pod);
+        let wanted = feasible_nodes_to_find(self.node_count());
         let mut reasons: HashMap<Reason, usize> = HashMap::new();
         let mut feasible: Vec<&str> = Vec::new();
         let mut raws = Vec::new();
         let mut total = 0;
-        for (name, info) in &self.nodes {
+        let mut last_visited = None;
+        let (after, upto) = match &self.last_visited {
+            Some(last) => (
+                (Bound::Excluded(last.as_str()), Bound::Unbounded),
+                (Bound::Unbounded, Bound::Included(last.as_str())),
+            ),
+            None => (
+                (Bound::Unbounded, Bound::Unbounded),
+                (Bound::Unbounded, Bound::Excluded("")),
+            ),
+        };
+        let in_turn = self
+            .nodes
+            .range::<str, _>(after)
+            .chain(self.nodes.range::<str, _>(upto));
+        for (name, info) in in_turn {
+            if feasible.len() >= wanted {
+                break;
+            }
             let Some(node) = &info.node else {
                 continue;
             };
             total += 1;
+            last_visited = Some(name);
             let failed = filter::filter(pod, node, info, &forbidden);
             if failed.is_empty() {
                 feasible.push(name);
@@ -227,14 +275,17 @@ impl Cache {
             }
         }
         let scores = score::total_scores(&raws);
-        let turn = self.turn;
+        let chosen = score::select(&scores, self.turn)
+            .and_then(|i| feasible.get(i))
+            .map(|name| (*name).to_string());
+        let last_visited = last_visited.cloned();
         self.turn = self.turn.wrapping_add(1);
-        match score::select(&scores, turn).and_then(|i| feasible.get(i)) {
-            Some(name) => Ok((*name).to_string()),
-            None => Err(FitError {
-                message: filter::fit_message(total, &reasons),
-            }),
+        if last_visited.is_some() {
+            self.last_visited = last_visited;
         }
+        chosen.ok_or_else(|| FitError {
+            message: filter::fit_message(total, &reasons),
+        })
     }
 }
 
@@ -365,6 +416,46 @@ mod tests {
         }
         placed.sort();
         assert_eq!(placed, vec!["a", "a", "b", "b"]);
+    }
+
+    #[test]
+    fn large_clusters_are_sampled_as_kube_scheduler_does() {
+        let cases = [
+            (0, 0),
+            (3, 3),
+            (99, 99),
+            (100, 100),
+            (200, 100),
+            (1000, 420),
+            (5000, 500),
+            (6000, 300),
+            (100_000, 5000),
+        ];
+        for (nodes, wanted) in cases {
+            assert_eq!(feasible_nodes_to_find(nodes), wanted, "{nodes} nodes");
+        }
+    }
+
+    #[test]
+    fn a_decision_in_a_large_cluster_looks_at_a_share_and_the_next_goes_on_from_there() {
+        let mut cache = Cache::default();
+        for i in 0..1000 {
+            cache.set_node(node(&format!("n{i:04}"), 1000));
+        }
+        let first = cache.find_node(&pod("p0", 100)).unwrap();
+        cache.place("default/p0", &first, Arc::new(pod("p0", 100)), true);
+        let second = cache.find_node(&pod("p1", 100)).unwrap();
+        // The first looked at the first 420 nodes, the second at the next 420.
+        assert!(first.as_str() < "n0420", "{first}");
+        assert!(("n0420".."n0840").contains(&second.as_str()), "{second}");
+        // Fewer fitting nodes than the share: every node is looked at, wherever they are.
+        cache.set_node(node("n0777", 8000));
+        assert_eq!(cache.find_node(&pod("large", 4000)).unwrap(), "n0777");
+        let err = cache.find_node(&pod("huge", 16_000)).unwrap_err();
+        assert_eq!(
+            err.message,
+            "0/1000 nodes are available: 1000 Insufficient cpu."
+        );
     }
 
     #[test]
