@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 use crate::kubeconfig::Kubeconfig;
@@ -139,6 +140,33 @@ impl ApiClient {
         content_type: &str,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        self.request_as(method, path_and_query, content_type, body)
+            .await
+    }
+
+    /// Sends one write whose answer is not needed: success or its `Status` error. The reply is
+    /// checked to be JSON without being built into a value (a pod's, parsed and freed, was
+    /// most of what a hollow node spent reporting a pod Running).
+    pub async fn write(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        self.request_as::<Option<IgnoredAny>>(method, path_and_query, content_type, body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends one request and reads the reply as `T` (from `null` for an empty body).
+    async fn request_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ApiError> {
         match &self.transport {
             Transport::Https(https) => {
                 https
@@ -158,10 +186,7 @@ impl ApiClient {
                     if !success {
                         return Err(status_error_of(status, &text));
                     }
-                    if text.is_empty() {
-                        return Ok(Value::Null);
-                    }
-                    serde_json::from_slice(&text).map_err(|e| ApiError::Decode(e.to_string()))
+                    parse_reply(&text)
                 };
                 tokio::time::timeout(REQUEST_TIMEOUT, exchange)
                     .await
@@ -225,6 +250,12 @@ async fn quic_send(
         .map_err(|e| ApiError::Unreachable(e.to_string()))
 }
 
+/// A reply body as `T`; an empty body reads as JSON `null`.
+fn parse_reply<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
+    let text = if text.is_empty() { &b"null"[..] } else { text };
+    serde_json::from_slice(text).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
 impl HttpsClient {
     fn server(&self, attempt: usize) -> (usize, &str) {
         let index = (self.current.load(Ordering::Relaxed) + attempt) % self.servers.len();
@@ -232,13 +263,13 @@ impl HttpsClient {
     }
 
     /// Sends one request, failing over to the next server on a transport error or a 503.
-    async fn request(
+    async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path_and_query: &str,
         content_type: &str,
         body: Option<&Value>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<T, ApiError> {
         let response = self
             .send(
                 method,
@@ -252,10 +283,7 @@ impl HttpsClient {
             .bytes()
             .await
             .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&text).map_err(|e| ApiError::Decode(e.to_string()))
+        parse_reply(&text)
     }
 
     /// Opens a watch (`path_and_query` with `watch=1`): its events, one JSON object each.
@@ -382,5 +410,31 @@ fn status_error_of(code: u16, body: &[u8]) -> ApiError {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| text.chars().take(200).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_checked_to_be_json_whether_or_not_it_is_kept() {
+        assert_eq!(parse_reply::<Value>(b"").ok(), Some(Value::Null));
+        assert_eq!(
+            parse_reply::<Value>(br#"{"kind":"Pod"}"#).ok(),
+            Some(serde_json::json!({"kind": "Pod"}))
+        );
+        assert!(parse_reply::<Option<IgnoredAny>>(b"").is_ok());
+        assert!(parse_reply::<Option<IgnoredAny>>(br#"{"kind":"Pod","spec":{}}"#).is_ok());
+        for broken in [&b"{not json"[..], b"{\"kind\":"] {
+            assert!(matches!(
+                parse_reply::<Option<IgnoredAny>>(broken),
+                Err(ApiError::Decode(_))
+            ));
+            assert!(matches!(
+                parse_reply::<Value>(broken),
+                Err(ApiError::Decode(_))
+            ));
+        }
     }
 }

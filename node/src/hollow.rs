@@ -272,19 +272,19 @@ async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Res
     let lease = lease_object(name, node_uid, &now_micros());
     let patch = json!({"spec": lease["spec"]});
     match api
-        .request(Method::PATCH, &path, merge_patch(), Some(&patch))
+        .write(Method::PATCH, &path, merge_patch(), Some(&patch))
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => api
-            .request(
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => {
+            api.write(
                 Method::POST,
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 "application/json",
                 Some(&lease),
             )
             .await
-            .map(|_| ()),
+        }
         Err(e) => Err(e),
     }
 }
@@ -296,14 +296,13 @@ async fn write_status(
     ready_since: &str,
 ) -> Result<(), ApiError> {
     let patch = node_status(name, config, &now_seconds(), ready_since);
-    api.request(
+    api.write(
         Method::PATCH,
         &format!("/api/v1/nodes/{name}/status"),
         merge_patch(),
         Some(&patch),
     )
     .await
-    .map(|_| ())
 }
 
 async fn node_loop(
@@ -621,15 +620,15 @@ async fn write_pod(api: &ApiClient, pod: &Value, action: PodAction) -> Result<()
     let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
     let result = match action {
         PodAction::Skip => return Ok(()),
-        PodAction::ReportRunning(patch) => api
-            .request(
+        PodAction::ReportRunning(patch) => {
+            api.write(
                 Method::PATCH,
                 &format!("{path}/status"),
                 merge_patch(),
                 Some(&patch),
             )
             .await
-            .map(|_| ()),
+        }
         PodAction::Delete { uid } => {
             let options = json!({
                 "kind": "DeleteOptions",
@@ -637,9 +636,8 @@ async fn write_pod(api: &ApiClient, pod: &Value, action: PodAction) -> Result<()
                 "gracePeriodSeconds": 0,
                 "preconditions": {"uid": uid},
             });
-            api.request(Method::DELETE, &path, "application/json", Some(&options))
+            api.write(Method::DELETE, &path, "application/json", Some(&options))
                 .await
-                .map(|_| ())
         }
     };
     match result {

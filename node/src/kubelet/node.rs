@@ -228,14 +228,13 @@ async fn write_status(
     readiness: &Readiness,
 ) -> Result<(), ApiError> {
     let patch = json!({"status": machine.status(&now_seconds(), readiness)});
-    api.request(
+    api.write(
         Method::PATCH,
         &format!("/api/v1/nodes/{}/status", machine.name),
         MERGE_PATCH,
         Some(&patch),
     )
     .await
-    .map(|_| ())
 }
 
 async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Result<(), ApiError> {
@@ -246,7 +245,7 @@ async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Res
         "renewTime": now_micros(),
     });
     match api
-        .request(
+        .write(
             Method::PATCH,
             &path,
             MERGE_PATCH,
@@ -254,7 +253,7 @@ async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Res
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => {
             let mut lease = json!({
                 "apiVersion": "coordination.k8s.io/v1",
@@ -266,14 +265,13 @@ async fn renew_lease(api: &ApiClient, name: &str, node_uid: Option<&str>) -> Res
                 lease["metadata"]["ownerReferences"] =
                     json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
             }
-            api.request(
+            api.write(
                 Method::POST,
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 "application/json",
                 Some(&lease),
             )
             .await
-            .map(|_| ())
         }
         Err(e) => Err(e),
     }

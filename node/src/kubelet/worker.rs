@@ -834,7 +834,7 @@ async fn write_status(
     let began = Instant::now();
     let written = shared
         .api
-        .request(
+        .write(
             Method::PATCH,
             &path,
             "application/merge-patch+json",
@@ -843,7 +843,7 @@ async fn write_status(
         .await;
     tracing::debug!(pod = %pod.name, took = ?began.elapsed(), phase = ?status.get("phase"), "pod status written");
     match written {
-        Ok(_) => *last_written = Some(status),
+        Ok(()) => *last_written = Some(status),
         Err(e) if e.is_not_found() => {}
         Err(e) => tracing::warn!(pod = %pod.name, error = %e, "cannot write the pod status"),
     }
