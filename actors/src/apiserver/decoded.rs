@@ -63,6 +63,11 @@ impl Decoded {
         Ok(object)
     }
 
+    /// The object stored in `kv`, if it was parsed recently (nothing is parsed or kept).
+    pub(crate) fn find(&self, kv: &KeyValue) -> Option<Arc<Value>> {
+        self.lock().find(kv)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -101,7 +106,18 @@ mod tests {
     #[test]
     fn a_change_is_parsed_once_and_shared_until_it_is_old() {
         let decoded = Decoded::default();
+        assert!(
+            decoded.find(&kv("/pods/a", 7, "a")).is_none(),
+            "find parses nothing"
+        );
+        assert_eq!(decoded.len(), 0);
         let first = decoded.get(&kv("/pods/a", 7, "a")).expect("valid JSON");
+        let found = decoded.find(&kv("/pods/a", 7, "a")).expect("kept");
+        assert!(Arc::ptr_eq(&first, &found));
+        assert!(
+            decoded.find(&kv("/pods/a", 8, "a")).is_none(),
+            "another version"
+        );
         assert_eq!(first["metadata"]["resourceVersion"], "7");
         let again = decoded.get(&kv("/pods/a", 7, "a")).expect("valid JSON");
         assert!(

@@ -299,7 +299,8 @@ impl ApiServer {
     /// Starts serving: fetches (or creates) the cluster CA and admin token from the store,
     /// signs this master's serving certificate, writes `admin.kubeconfig`, and listens.
     pub async fn start(store: Store, config: ApiServerConfig) -> Result<ApiServer, ApiServerError> {
-        let storage = Storage::new(store);
+        let decoded = Arc::<decoded::Decoded>::default();
+        let storage = Storage::new(store, decoded.clone());
         let (ca, admin_token) = cluster_secrets(&storage).await?;
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if !config.listen.ip().is_unspecified() {
@@ -349,7 +350,6 @@ impl ApiServer {
         }
 
         let (stop, stopped) = signal::channel(false);
-        let decoded = Arc::<decoded::Decoded>::default();
         let sa_tokens =
             tokens::TokenIndex::start(storage.store().clone(), decoded.clone(), stopped.clone());
         let state = ApiState {

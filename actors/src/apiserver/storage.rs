@@ -7,6 +7,8 @@
 //! object's resourceVersion is the store revision that last changed its key, set on the way
 //! out.
 
+use std::sync::Arc;
+
 use keelson_api::resources::Resource;
 use keelson_api::status::StatusError;
 use keelson_raft::{
@@ -15,6 +17,8 @@ use keelson_raft::{
 };
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
+
+use super::decoded::Decoded;
 
 /// Where objects live in the store.
 pub(crate) const REGISTRY_PREFIX: &str = "/registry/";
@@ -176,11 +180,15 @@ pub(crate) struct Page {
 #[derive(Clone)]
 pub(crate) struct Storage {
     store: Store,
+    /// The values the API's watches parsed lately: an object read right after a change
+    /// (a kubelet's status update after the binding it watched) is copied from there instead
+    /// of parsed again.
+    decoded: Arc<Decoded>,
 }
 
 impl Storage {
-    pub(crate) fn new(store: Store) -> Self {
-        Storage { store }
+    pub(crate) fn new(store: Store, decoded: Arc<Decoded>) -> Self {
+        Storage { store, decoded }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -195,7 +203,17 @@ impl Storage {
         let mut request = RangeRequest::new(KeyRange::key(key.as_bytes()));
         request.consistency = consistency;
         let response = self.store.range(request).await.map_err(store_status)?;
-        response.kvs.first().map(decode).transpose()
+        let Some(kv) = response.kvs.into_iter().next() else {
+            return Ok(None);
+        };
+        match self.decoded.find(&kv) {
+            Some(object) => Ok(Some(Stored {
+                object: Value::clone(&object),
+                revision: kv.mod_revision,
+                key: kv.key,
+            })),
+            None => decode(&kv).map(Some),
+        }
     }
 
     /// The value of `key` in this member's own copy of the store (no leader needed; possibly
