@@ -371,6 +371,18 @@ fn convert(
     if !prev_may_match && !now_may_match {
         return None;
     }
+    if event.kind == EventKind::Put && plan.filter.is_empty() {
+        // Every object matches: the previous value only tells an addition from a change, and
+        // its parse (a pod's first version, long out of the parse cache when it is bound)
+        // was wasted.
+        let now = decoded.get(&event.kv).ok()?;
+        let kind = if event.prev.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        return Some((kind, now));
+    }
     let prev = event.prev.as_ref().and_then(|kv| decoded.get(kv).ok());
     let prev_matches = prev.as_ref().is_some_and(|p| plan.filter.matches(p));
     match event.kind {
@@ -378,8 +390,7 @@ fn convert(
             let now = decoded.get(&event.kv).ok()?;
             let now_matches = plan.filter.matches(&now);
             match (prev_matches, now_matches) {
-                (false, true) if prev.is_none() || !plan.filter.is_empty() => Some(("ADDED", now)),
-                (false, true) => Some(("MODIFIED", now)),
+                (false, true) => Some(("ADDED", now)),
                 (true, true) => Some(("MODIFIED", now)),
                 (true, false) => Some(("DELETED", now)),
                 (false, false) => None,
@@ -394,5 +405,92 @@ fn convert(
             set_resource_version(&mut gone, event.kv.mod_revision);
             Some(("DELETED", Arc::new(gone)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_api::selectors::FieldSelector;
+    use keelson_raft::{Event, KeyValue};
+
+    fn pods() -> &'static keelson_api::resources::Resource {
+        keelson_api::resources::find("", "v1", "pods").expect("pods are served")
+    }
+
+    fn plan(fields: Option<&str>) -> WatchPlan {
+        WatchPlan {
+            path: ResourcePath {
+                resource: pods(),
+                namespace: None,
+                name: None,
+                subresource: None,
+                watch: false,
+            },
+            filter: Filter {
+                labels: None,
+                fields: fields.map(|f| FieldSelector::parse(pods(), f).expect("valid selector")),
+            },
+            initial: false,
+            initial_end_bookmark: false,
+            from_revision: 0,
+            bookmarks: false,
+            timeout: WATCH_TIMEOUT_DEFAULT,
+            table: false,
+            single_key: None,
+            required: Vec::new(),
+        }
+    }
+
+    fn kv(revision: u64, value: &[u8]) -> KeyValue {
+        KeyValue {
+            key: b"/registry/pods/default/p".to_vec(),
+            value: value.to_vec(),
+            create_revision: 1,
+            mod_revision: revision,
+            version: revision,
+        }
+    }
+
+    fn put(prev: Option<KeyValue>, now: KeyValue) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: now,
+            prev,
+        }
+    }
+
+    #[test]
+    fn an_unfiltered_watch_tells_a_change_from_an_addition_without_the_previous_value() {
+        let decoded = Decoded::default();
+        let pod = br#"{"metadata":{"name":"p"},"spec":{"nodeName":"n1"}}"#;
+        // The previous value is not even JSON: an unfiltered watch never reads it.
+        let changed = put(Some(kv(1, b"{not json")), kv(2, pod));
+        let (kind, object) = convert(&plan(None), &changed, &decoded).expect("sent");
+        assert_eq!(kind, "MODIFIED");
+        assert_eq!(object["metadata"]["resourceVersion"], "2");
+        let added = put(None, kv(3, pod));
+        assert_eq!(
+            convert(&plan(None), &added, &decoded).expect("sent").0,
+            "ADDED"
+        );
+    }
+
+    #[test]
+    fn a_filtered_watch_sees_objects_enter_and_leave_its_selection() {
+        let decoded = Decoded::default();
+        let unbound = kv(1, br#"{"metadata":{"name":"p"},"spec":{}}"#);
+        let bound = kv(2, br#"{"metadata":{"name":"p"},"spec":{"nodeName":"n1"}}"#);
+        let moved = kv(3, br#"{"metadata":{"name":"p"},"spec":{"nodeName":"n2"}}"#);
+        let on_n1 = plan(Some("spec.nodeName=n1"));
+        let bind = put(Some(unbound), bound.clone());
+        assert_eq!(convert(&on_n1, &bind, &decoded).expect("sent").0, "ADDED");
+        let leave = put(Some(bound), moved.clone());
+        assert_eq!(
+            convert(&on_n1, &leave, &decoded).expect("sent").0,
+            "DELETED"
+        );
+        let elsewhere = put(Some(moved.clone()), kv(4, &moved.value));
+        assert!(convert(&on_n1, &elsewhere, &decoded).is_none());
     }
 }
