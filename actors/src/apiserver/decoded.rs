@@ -1,6 +1,7 @@
-//! Stored changes decoded once for every watch: each watch of a collection sees the same
-//! changes, and a change's previous value is an earlier change's new one, so the parsed
-//! objects of the latest changes are kept (bounded) and shared.
+//! Stored values decoded once for every reader: each watch of a collection sees the same
+//! changes, a change's previous value is an earlier change's new one, and an update reads the
+//! object a watch parsed when it was written, so the parsed versions of recently written keys
+//! are kept (bounded) and shared.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,22 +12,36 @@ use serde_json::Value;
 
 use super::storage::decode;
 
-/// Decoded values kept: watchers read the same change within moments of each other, so a
-/// short window serves them all while bounding memory (a pod parses to ~10 KB).
-const DECODED_MAX: usize = 1024;
+/// Versions kept of one key: the newest, for the next update's read, and the one before it,
+/// the previous value of the newest change as its watchers see it.
+const VERSIONS_PER_KEY: usize = 2;
+/// Stored bytes whose parses are kept: a pod parses to a few times its stored size, so this
+/// bounds the memory to a few hundred MiB at most while keeping a backlog of thousands of
+/// pods parsed from their creation to their binding (Kubernetes' watch cache keeps every
+/// object).
+const DECODED_BYTES_MAX: usize = 48 << 20;
+/// Versions kept in all (a bound on the bookkeeping when values are small).
+const DECODED_MAX: usize = 1 << 16;
 
-/// The objects one revision wrote, by key.
-type Written = Vec<(Vec<u8>, Arc<Value>)>;
+/// One parsed version of a key.
+struct Version {
+    revision: u64,
+    object: Arc<Value>,
+    /// The stored size, counted against [`DECODED_BYTES_MAX`].
+    bytes: usize,
+}
 
 #[derive(Default)]
 struct Recent {
-    /// Values by the revision that wrote them.
-    by_revision: HashMap<u64, Written>,
-    /// Revisions in the order their first value was kept, one per value, to evict the oldest.
-    order: VecDeque<u64>,
+    /// The newest versions parsed of each key, newest last.
+    by_key: HashMap<Arc<[u8]>, Vec<Version>>,
+    /// Versions in the order they were kept, to drop the oldest; an entry whose version was
+    /// already dropped (a key's third) is skipped.
+    order: VecDeque<(Arc<[u8]>, u64)>,
+    bytes: usize,
 }
 
-/// The recently decoded stored values, shared by all watches of one API server.
+/// The recently decoded stored values, shared by all watches and reads of one API server.
 #[derive(Default)]
 pub(crate) struct Decoded {
     recent: Mutex<Recent>,
@@ -43,23 +58,7 @@ impl Decoded {
         if let Some(found) = recent.find(kv) {
             return Ok(found);
         }
-        recent
-            .by_revision
-            .entry(kv.mod_revision)
-            .or_default()
-            .push((kv.key.clone(), object.clone()));
-        recent.order.push_back(kv.mod_revision);
-        while recent.order.len() > DECODED_MAX {
-            let Some(oldest) = recent.order.pop_front() else {
-                break;
-            };
-            if let Some(values) = recent.by_revision.get_mut(&oldest) {
-                values.remove(0);
-                if values.is_empty() {
-                    recent.by_revision.remove(&oldest);
-                }
-            }
-        }
+        recent.keep(kv, object.clone());
         Ok(object)
     }
 
@@ -74,17 +73,59 @@ impl Decoded {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().by_revision.values().map(Vec::len).sum()
+        self.lock().by_key.values().map(Vec::len).sum()
     }
 }
 
 impl Recent {
     fn find(&self, kv: &KeyValue) -> Option<Arc<Value>> {
-        self.by_revision
-            .get(&kv.mod_revision)?
+        self.by_key
+            .get(kv.key.as_slice())?
             .iter()
-            .find(|(key, _)| *key == kv.key)
-            .map(|(_, object)| object.clone())
+            .find(|version| version.revision == kv.mod_revision)
+            .map(|version| version.object.clone())
+    }
+
+    fn keep(&mut self, kv: &KeyValue, object: Arc<Value>) {
+        let key: Arc<[u8]> = match self.by_key.get_key_value(kv.key.as_slice()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(kv.key.as_slice()),
+        };
+        let versions = self.by_key.entry(key.clone()).or_default();
+        let at = versions.partition_point(|v| v.revision < kv.mod_revision);
+        versions.insert(
+            at,
+            Version {
+                revision: kv.mod_revision,
+                object,
+                bytes: kv.value.len(),
+            },
+        );
+        self.bytes += kv.value.len();
+        if versions.len() > VERSIONS_PER_KEY {
+            let oldest = versions.remove(0);
+            self.bytes -= oldest.bytes;
+        }
+        self.order.push_back((key, kv.mod_revision));
+        while self.bytes > DECODED_BYTES_MAX || self.order.len() > DECODED_MAX {
+            let Some((key, revision)) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&key, revision);
+        }
+    }
+
+    fn forget(&mut self, key: &[u8], revision: u64) {
+        let Some(versions) = self.by_key.get_mut(key) else {
+            return;
+        };
+        if let Some(at) = versions.iter().position(|v| v.revision == revision) {
+            let gone = versions.remove(at);
+            self.bytes -= gone.bytes;
+        }
+        if versions.is_empty() {
+            self.by_key.remove(key);
+        }
     }
 }
 
@@ -104,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_is_parsed_once_and_shared_until_it_is_old() {
+    fn a_change_is_parsed_once_and_shared() {
         let decoded = Decoded::default();
         assert!(
             decoded.find(&kv("/pods/a", 7, "a")).is_none(),
@@ -129,15 +170,79 @@ mod tests {
             other_key["metadata"]["name"], "b",
             "same revision, other key"
         );
+    }
 
-        for revision in 8..8 + DECODED_MAX as u64 {
+    #[test]
+    fn a_key_keeps_its_two_newest_versions_however_many_others_change_between() {
+        let decoded = Decoded::default();
+        let created = decoded.get(&kv("/pods/a", 3, "a")).expect("valid JSON");
+        // Thousands of other pods are created and changed before this one is bound.
+        for revision in 4..4 + DECODED_MAX as u64 / 2 {
             decoded
-                .get(&kv("/pods/c", revision, "c"))
+                .get(&kv(&format!("/pods/p{revision}"), revision, "p"))
+                .expect("valid JSON");
+        }
+        let found = decoded.find(&kv("/pods/a", 3, "a")).expect("still kept");
+        assert!(Arc::ptr_eq(&created, &found));
+
+        decoded
+            .get(&kv("/pods/a", 90_000, "a"))
+            .expect("valid JSON");
+        assert!(
+            decoded.find(&kv("/pods/a", 3, "a")).is_some(),
+            "the previous value of the newest change"
+        );
+        decoded
+            .get(&kv("/pods/a", 90_001, "a"))
+            .expect("valid JSON");
+        assert!(decoded.find(&kv("/pods/a", 3, "a")).is_none(), "a third");
+        assert!(decoded.find(&kv("/pods/a", 90_000, "a")).is_some());
+        assert!(decoded.find(&kv("/pods/a", 90_001, "a")).is_some());
+
+        // A late reader of an older version parses it without displacing the newer two.
+        let old = decoded.get(&kv("/pods/a", 3, "a")).expect("valid JSON");
+        assert!(!Arc::ptr_eq(&created, &old), "parsed anew");
+        assert!(decoded.find(&kv("/pods/a", 90_000, "a")).is_some());
+        assert!(decoded.find(&kv("/pods/a", 90_001, "a")).is_some());
+    }
+
+    #[test]
+    fn the_versions_kept_are_bounded_in_number_and_the_oldest_go_first() {
+        let decoded = Decoded::default();
+        let first = decoded.get(&kv("/pods/a", 1, "a")).expect("valid JSON");
+        for revision in 2..2 + DECODED_MAX as u64 {
+            decoded
+                .get(&kv(&format!("/pods/p{revision}"), revision, "p"))
                 .expect("valid JSON");
         }
         assert_eq!(decoded.len(), DECODED_MAX, "bounded");
-        let later = decoded.get(&kv("/pods/a", 7, "a")).expect("valid JSON");
+        assert!(decoded.find(&kv("/pods/a", 1, "a")).is_none(), "the oldest");
+        assert!(decoded.find(&kv("/pods/p2", 2, "p")).is_some());
+        let later = decoded.get(&kv("/pods/a", 1, "a")).expect("valid JSON");
         assert!(!Arc::ptr_eq(&first, &later), "evicted, parsed anew");
+    }
+
+    #[test]
+    fn the_versions_kept_are_bounded_in_bytes() {
+        let decoded = Decoded::default();
+        let big = |key: &str, revision: u64| {
+            let mut value = kv(key, revision, "big");
+            value.value =
+                serde_json::to_vec(&json!({"data": "x".repeat(1 << 20)})).expect("serializes");
+            value
+        };
+        for revision in 1..=(DECODED_BYTES_MAX >> 20) as u64 + 8 {
+            decoded
+                .get(&big(&format!("/configmaps/c{revision}"), revision))
+                .expect("valid JSON");
+        }
+        assert!(decoded.lock().bytes <= DECODED_BYTES_MAX);
+        assert!(decoded.len() < (DECODED_BYTES_MAX >> 20));
+        assert!(decoded.find(&big("/configmaps/c1", 1)).is_none());
+        let newest = (DECODED_BYTES_MAX >> 20) as u64 + 8;
+        assert!(decoded
+            .find(&big(&format!("/configmaps/c{newest}"), newest))
+            .is_some());
     }
 
     #[test]
