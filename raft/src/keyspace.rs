@@ -21,6 +21,7 @@ use crate::command::{
     RANGE_KEYS_MAX,
 };
 use crate::db::{cf, one_prefix, total_order, CF_KV, CF_REVS, CF_SM};
+use crate::newest::NewestVersions;
 use crate::watch::WatchHub;
 
 /// Keys of the `sm` family.
@@ -36,12 +37,12 @@ type Best = Option<(u64, Box<[u8]>)>;
 
 /// One version of a key as stored in the `kv` family; the revision is in the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Version {
-    create_revision: u64,
-    version: u64,
+pub(crate) struct Version {
+    pub(crate) create_revision: u64,
+    pub(crate) version: u64,
     /// `None` is a deletion (tombstone).
     #[serde(with = "crate::codec::opt_bytes")]
-    value: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,14 +96,36 @@ impl PendingWrite<'_> {
         self.revision
     }
 
-    /// Ends the write: the batch to write (with the new revision counter, if it moved), the
-    /// revision to publish after writing it, and the events to publish.
-    pub fn finish(mut self) -> (WriteBatch, u64, Vec<Event>) {
+    /// Ends the write: the batch to write (with the new revision counter, if it moved), and
+    /// what to publish after writing it ([`Keyspace::publish`]).
+    pub fn finish(mut self) -> (WriteBatch, Written) {
         if self.revision != self.base {
             self.batch
                 .put_cf(cf(self.db, CF_SM), SM_REVISION, self.revision.to_be_bytes());
         }
-        (self.batch, self.revision, self.events)
+        let written = Written {
+            revision: self.revision,
+            events: self.events,
+            versions: self.overlay,
+        };
+        (self.batch, written)
+    }
+}
+
+/// What one log entry wrote, to publish once its batch is on disk.
+pub struct Written {
+    /// The revision after the entry.
+    revision: u64,
+    /// Its changes, in revision order.
+    events: Vec<Event>,
+    /// The newest version, with its revision, of every key it wrote.
+    versions: HashMap<Vec<u8>, (u64, Version)>,
+}
+
+impl Written {
+    /// The revision after the entry.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 }
 
@@ -112,6 +135,7 @@ pub struct Keyspace {
     revision: AtomicU64,
     compacted: AtomicU64,
     hub: WatchHub,
+    newest: NewestVersions,
 }
 
 impl Keyspace {
@@ -121,13 +145,17 @@ impl Keyspace {
             revision: AtomicU64::new(0),
             compacted: AtomicU64::new(0),
             hub: WatchHub::new(watch_buffer_events_max),
+            newest: NewestVersions::default(),
         };
         keyspace.reload()?;
         Ok(keyspace)
     }
 
-    /// Re-reads the revision counters from disk (after open or a snapshot install).
+    /// Re-reads the revision counters from disk (after open or a snapshot install), and
+    /// forgets the newest versions known in memory (a snapshot replaced them), before a
+    /// reader can take the new revision.
     pub fn reload(&self) -> Result<(), KeyspaceError> {
+        self.newest.clear();
         let revision = self.read_sm_u64(SM_REVISION)?;
         let compacted = self.read_sm_u64(SM_COMPACTED)?;
         self.revision.store(revision, Ordering::SeqCst);
@@ -160,11 +188,18 @@ impl Keyspace {
         self.compacted.load(Ordering::SeqCst)
     }
 
-    /// Publishes a write already on disk: moves the revision and tells the watchers, in one
-    /// step under the hub's lock so that a watcher registering concurrently sees each event
-    /// exactly once (from disk or live).
-    pub fn publish(&self, revision: u64, events: Vec<Event>) {
-        self.hub.publish(events, || {
+    /// Publishes a write already on disk: records the newest versions it wrote, then moves
+    /// the revision and tells the watchers, in one step under the hub's lock so that a
+    /// watcher registering concurrently sees each event exactly once (from disk or live).
+    pub fn publish(&self, written: Written) {
+        for (key, (revision, version)) in &written.versions {
+            self.newest.record(key, *revision, version);
+        }
+        let revision = written.revision;
+        if revision == self.revision() {
+            return;
+        }
+        self.hub.publish(written.events, || {
             self.revision.store(revision, Ordering::SeqCst);
         });
     }
@@ -179,6 +214,9 @@ impl Keyspace {
         key: &[u8],
         revision: u64,
     ) -> Result<Option<(u64, Version)>, KeyspaceError> {
+        if let Some(newest) = self.newest.get(key).filter(|(r, _)| *r <= revision) {
+            return Ok(Some(newest));
+        }
         let mut iter = self
             .db
             .raw_iterator_cf_opt(cf(&self.db, CF_KV), one_prefix());
@@ -214,6 +252,11 @@ impl Keyspace {
     ) -> Result<Option<(u64, Version)>, KeyspaceError> {
         if let Some(newest) = pending.overlay.get(key) {
             return Ok(Some(newest.clone()));
+        }
+        // Everything on disk is published, so a version known in memory is the newest at
+        // `base`.
+        if let Some(newest) = self.newest.get(key) {
+            return Ok(Some(newest));
         }
         let db = pending.db;
         let iter = pending

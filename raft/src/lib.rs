@@ -17,6 +17,7 @@ mod keyspace;
 mod log_store;
 mod metrics;
 mod network;
+mod newest;
 mod pre_vote;
 mod proposer;
 mod protocol;

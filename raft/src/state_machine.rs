@@ -185,7 +185,7 @@ impl StateMachineStore {
             }
         };
         self.applied = Some(log_id);
-        let (mut batch, revision, events) = pending.finish();
+        let (mut batch, written) = pending.finish();
         batch.put_cf(cf(&db, CF_SM), SM_APPLIED, encode(&self.applied));
         // Not synced: the log is, and a crash re-applies from the last applied id on disk.
         // The entry's `revs` keys (revision, sub) are consecutive: RocksDB then inserts each
@@ -197,11 +197,9 @@ impl StateMachineStore {
         if let Some(compacted) = compacted {
             keyspace.set_compacted(compacted);
         }
-        if revision != keyspace.revision() {
-            // Every transaction of the entry at once, in revision order: a watcher registering
-            // meanwhile sees all of them live or all of them from disk.
-            keyspace.publish(revision, events);
-        }
+        // Every transaction of the entry at once, in revision order: a watcher registering
+        // meanwhile sees all of them live or all of them from disk.
+        keyspace.publish(written);
         Ok(response)
     }
 }
