@@ -855,13 +855,81 @@ fn decode(resource: &Resource, obj: &Value) -> (Result<Typed, StatusError>, Vec<
 /// (dropped by a round trip), sorted: `spec.foo`, `spec.containers[0].bar`. For
 /// `fieldValidation=Strict` (see [`strict_decoding_error`]) and `Warn`.
 pub fn unknown_fields(resource: &Resource, obj: &Value) -> Vec<String> {
-    if check_type_meta(resource, obj).is_err() {
-        return Vec::new();
-    }
-    let (_, mut unknown) = decode(resource, obj);
+    check(resource, obj).unknown
+}
+
+/// An object of one write decoded into its typed struct once, for every check of that
+/// write: its unknown fields (for `fieldValidation`) and its validation.
+pub struct Checked {
+    typed: Result<Typed, StatusError>,
+    unknown: Vec<String>,
+}
+
+/// Decodes `obj` of `resource` for [`Checked`]'s checks.
+pub fn check(resource: &Resource, obj: &Value) -> Checked {
+    let (typed, mut unknown) = decode(resource, obj);
     unknown.sort();
     unknown.dedup();
-    unknown
+    Checked { typed, unknown }
+}
+
+impl Checked {
+    /// The JSON paths of the fields the typed struct does not know ([`unknown_fields`]).
+    pub fn unknown_fields(&self) -> &[String] {
+        &self.unknown
+    }
+
+    /// [`validate`], for the object this was decoded from.
+    pub fn validate(self, resource: &Resource, obj: &Value) -> Result<(), StatusError> {
+        let typed = self.typed?;
+        let mut causes = Vec::new();
+        validate_typed(&mut causes, resource, &typed, obj);
+        finish(resource, &typed, causes)
+    }
+
+    /// [`validate_update`], for the `new` object this was decoded from.
+    pub fn validate_update(
+        self,
+        resource: &Resource,
+        old: &Value,
+        new: &Value,
+    ) -> Result<(), StatusError> {
+        let new_typed = self.typed?;
+        let mut causes = Vec::new();
+        validate_typed(&mut causes, resource, &new_typed, new);
+        // A stored object that no longer decodes cannot be compared: validate `new` alone.
+        if let Ok(old_typed) = decode(resource, old).0 {
+            validate_meta_update(&mut causes, old_typed.metadata(), new_typed.metadata());
+            match (&old_typed, &new_typed) {
+                (Typed::Pod(o), Typed::Pod(n)) => validate_pod_update(&mut causes, o, n),
+                (Typed::Service(o), Typed::Service(n)) => {
+                    validate_service_update(&mut causes, o, n)
+                }
+                (Typed::ReplicaSet(o), Typed::ReplicaSet(n)) => {
+                    validate_selector_update(&mut causes, &o.spec.selector, &n.spec.selector);
+                }
+                (Typed::Deployment(o), Typed::Deployment(n)) => {
+                    validate_selector_update(&mut causes, &o.spec.selector, &n.spec.selector);
+                }
+                (Typed::ConfigMap(o), Typed::ConfigMap(n)) => {
+                    validate_config_map_update(&mut causes, o, n)
+                }
+                (Typed::Secret(o), Typed::Secret(n)) => validate_secret_update(&mut causes, o, n),
+                (Typed::Node(o), Typed::Node(n)) => validate_node_update(&mut causes, o, n),
+                _ => {}
+            }
+        }
+        finish(resource, &new_typed, causes)
+    }
+
+    /// Validates a write through the `status` subresource, whose object is the stored one
+    /// with only its status (and resourceVersion) replaced: the status must decode into the
+    /// typed struct; the rest was validated when it was written, and is not validated again,
+    /// as Kubernetes' status strategies validate only what a status write may change (a
+    /// kubelet's status report does not fail for a spec that later rules would refuse).
+    pub fn validate_status_update(self) -> Result<(), StatusError> {
+        self.typed.map(|_| ())
+    }
 }
 
 /// The 400 Kubernetes answers for unknown fields under `fieldValidation=Strict`:
@@ -2167,10 +2235,7 @@ fn finish(resource: &Resource, typed: &Typed, causes: Causes) -> Result<(), Stat
 /// (a type error is a 400 naming the field), then reports every violation as one 422
 /// Invalid with a cause each.
 pub fn validate(resource: &Resource, obj: &Value) -> Result<(), StatusError> {
-    let typed = decode(resource, obj).0?;
-    let mut causes = Vec::new();
-    validate_typed(&mut causes, resource, &typed, obj);
-    finish(resource, &typed, causes)
+    check(resource, obj).validate(resource, obj)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2427,30 +2492,7 @@ fn validate_node_update(causes: &mut Causes, old: &Node, new: &Node) {
 /// `terminationGracePeriodSeconds`; a Service's assigned `clusterIP`; an apps/v1 selector;
 /// the data of an `immutable` ConfigMap or Secret, and a Secret's type; a Node's podCIDR.
 pub fn validate_update(resource: &Resource, old: &Value, new: &Value) -> Result<(), StatusError> {
-    let new_typed = decode(resource, new).0?;
-    let mut causes = Vec::new();
-    validate_typed(&mut causes, resource, &new_typed, new);
-    // A stored object that no longer decodes cannot be compared: validate `new` alone.
-    if let Ok(old_typed) = decode(resource, old).0 {
-        validate_meta_update(&mut causes, old_typed.metadata(), new_typed.metadata());
-        match (&old_typed, &new_typed) {
-            (Typed::Pod(o), Typed::Pod(n)) => validate_pod_update(&mut causes, o, n),
-            (Typed::Service(o), Typed::Service(n)) => validate_service_update(&mut causes, o, n),
-            (Typed::ReplicaSet(o), Typed::ReplicaSet(n)) => {
-                validate_selector_update(&mut causes, &o.spec.selector, &n.spec.selector);
-            }
-            (Typed::Deployment(o), Typed::Deployment(n)) => {
-                validate_selector_update(&mut causes, &o.spec.selector, &n.spec.selector);
-            }
-            (Typed::ConfigMap(o), Typed::ConfigMap(n)) => {
-                validate_config_map_update(&mut causes, o, n)
-            }
-            (Typed::Secret(o), Typed::Secret(n)) => validate_secret_update(&mut causes, o, n),
-            (Typed::Node(o), Typed::Node(n)) => validate_node_update(&mut causes, o, n),
-            _ => {}
-        }
-    }
-    finish(resource, &new_typed, causes)
+    check(resource, new).validate_update(resource, old, new)
 }
 
 #[cfg(test)]
@@ -2917,6 +2959,41 @@ mod tests {
             error.message(),
             "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.containers[0].bar\", unknown field \"spec.foo\", unknown field \"status.bogus\""
         );
+    }
+
+    #[test]
+    fn a_status_write_is_checked_by_its_status_and_one_decode_serves_every_check() {
+        let pods = resource("", "pods");
+        let mut old = pod();
+        set(&mut old, "/spec/activeDeadlineSeconds", json!(100));
+        let mut running = old.clone();
+        set(&mut running, "/status/phase", json!("Running"));
+        set(&mut running, "/status/bogus", json!(1));
+        let checked = super::check(pods, &running);
+        assert_eq!(checked.unknown_fields(), ["status.bogus"]);
+        assert!(checked.validate_status_update().is_ok());
+
+        let mut wrong_type = old.clone();
+        set(&mut wrong_type, "/status/containerStatuses", json!("none"));
+        let error = super::check(pods, &wrong_type)
+            .validate_status_update()
+            .expect_err("a status that does not decode");
+        assert_eq!(error.code(), 400, "{error:?}");
+
+        // What the status subresource never changes is not validated again: a stored pod
+        // that later rules would refuse still gets its status reported.
+        let mut longer = running.clone();
+        set(&mut longer, "/spec/activeDeadlineSeconds", json!(200));
+        assert!(super::check(pods, &longer).validate_status_update().is_ok());
+        let error = super::check(pods, &longer)
+            .validate_update(pods, &old, &longer)
+            .expect_err("a main-resource update is validated against the stored pod");
+        assert_eq!(error.code(), 422);
+        assert_eq!(
+            validate_update(pods, &old, &longer).map_err(|e| e.code()),
+            Err(422)
+        );
+        assert_eq!(unknown_fields(pods, &running), ["status.bogus"]);
     }
 
     #[test]

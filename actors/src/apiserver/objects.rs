@@ -157,12 +157,9 @@ fn check_identity(path: &ResourcePath, obj: &mut Value) -> Result<(), StatusErro
     Ok(())
 }
 
-fn strict_fields(
-    req: &ApiRequest,
-    resource: &Resource,
-    obj: &Value,
-) -> Result<Vec<String>, StatusError> {
-    let unknown = validation::unknown_fields(resource, obj);
+/// The unknown fields of a write as its `fieldValidation` says: an error (`Strict`), nothing
+/// (`Ignore`) or warnings.
+fn strict_fields(req: &ApiRequest, unknown: &[String]) -> Result<Vec<String>, StatusError> {
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
@@ -176,7 +173,7 @@ fn strict_fields(
                 .join(", ")
         ))),
         Some("Ignore") => Ok(Vec::new()),
-        _ => Ok(unknown),
+        _ => Ok(unknown.to_vec()),
     }
 }
 
@@ -309,8 +306,9 @@ async fn create_object(
     }
     prepare_for_create(resource, &mut obj)?;
     defaults::apply(resource, &mut obj);
-    let warnings = strict_fields(req, resource, &obj)?;
-    validation::validate(resource, &obj)?;
+    let checked = validation::check(resource, &obj);
+    let warnings = strict_fields(req, checked.unknown_fields())?;
+    checked.validate(resource, &obj)?;
     if !warnings.is_empty() {
         tracing::debug!(?warnings, "unknown fields ignored");
     }
@@ -429,15 +427,25 @@ fn merge_for_update(
 /// Whether two versions of an object differ in anything but their resourceVersion and the
 /// time stamps of managed fields.
 fn differs(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(metadata) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("resourceVersion");
-            metadata.remove("managedFields");
+    /// Compares two maps but for `skipped` keys, without copying either.
+    fn maps_differ(a: &Map<String, Value>, b: &Map<String, Value>, skipped: &[&str]) -> bool {
+        let kept = |key: &&String| !skipped.contains(&key.as_str());
+        a.keys().filter(kept).count() != b.keys().filter(kept).count()
+            || a.iter()
+                .any(|(key, value)| kept(&key) && b.get(key) != Some(value))
+    }
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            maps_differ(a, b, &["metadata"])
+                || match (a.get("metadata"), b.get("metadata")) {
+                    (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                        maps_differ(a, b, &["resourceVersion", "managedFields"])
+                    }
+                    (a, b) => a != b,
+                }
         }
-        v
-    };
-    strip(a) != strip(b)
+        _ => a != b,
+    }
 }
 
 /// Writes `new` over `current` (with `expected` as the compare revision), after defaulting and
@@ -456,8 +464,13 @@ async fn write_update(
         super::ranges::prepare_update(&current.object, &mut new);
     }
     defaults::apply(resource, &mut new);
-    strict_fields(req, resource, &new)?;
-    validation::validate_update(resource, &current.object, &new)?;
+    let checked = validation::check(resource, &new);
+    strict_fields(req, checked.unknown_fields())?;
+    if path.subresource.as_deref() == Some("status") {
+        checked.validate_status_update()?;
+    } else {
+        checked.validate_update(resource, &current.object, &new)?;
+    }
     if !differs(&current.object, &new) {
         return Ok(Ok(current.object.clone()));
     }
@@ -1023,6 +1036,41 @@ pub(crate) fn prefix_of(path: &ResourcePath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_differ_in_anything_but_their_resource_version_and_managed_fields() {
+        let stored = json!({
+            "kind": "Pod",
+            "metadata": {"name": "web", "resourceVersion": "7", "labels": {"app": "web"},
+                         "managedFields": [{"manager": "a"}]},
+            "spec": {"nodeName": "n1"},
+        });
+        let mut same = stored.clone();
+        same["metadata"]["resourceVersion"] = json!("9");
+        same["metadata"]["managedFields"] = json!([{"manager": "b"}]);
+        assert!(!differs(&stored, &same));
+        let mut without = stored.clone();
+        if let Some(metadata) = without["metadata"].as_object_mut() {
+            metadata.remove("resourceVersion");
+            metadata.remove("managedFields");
+        }
+        assert!(!differs(&stored, &without));
+        assert!(!differs(&without, &stored));
+
+        let mut label = stored.clone();
+        label["metadata"]["labels"]["app"] = json!("db");
+        assert!(differs(&stored, &label));
+        let mut extra = stored.clone();
+        extra["status"] = json!({"phase": "Running"});
+        assert!(differs(&stored, &extra));
+        assert!(differs(&extra, &stored));
+        let mut no_metadata = stored.clone();
+        if let Some(map) = no_metadata.as_object_mut() {
+            map.remove("metadata");
+        }
+        assert!(differs(&stored, &no_metadata));
+        assert!(differs(&stored, &json!("not an object")));
+    }
 
     #[test]
     fn only_the_first_attempt_reads_optimistically_and_only_its_refusals_are_decided_again() {

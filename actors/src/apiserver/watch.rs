@@ -372,9 +372,8 @@ fn convert(
         return None;
     }
     if event.kind == EventKind::Put && plan.filter.is_empty() {
-        // Every object matches: the previous value only tells an addition from a change, and
-        // its parse (a pod's first version, long out of the parse cache when it is bound)
-        // was wasted.
+        // Every object matches: the previous value only tells an addition from a change, which
+        // its presence does; parsing it (when no longer kept parsed) would be wasted.
         let now = decoded.get(&event.kv).ok()?;
         let kind = if event.prev.is_some() {
             "MODIFIED"
