@@ -17,7 +17,7 @@ use crate::keyspace::Version;
 
 /// Bytes of keys and values kept (a control plane's objects are a few KB each: this holds
 /// the newest version of thousands of them).
-const NEWEST_BYTES_MAX: usize = 32 << 20;
+const NEWEST_BYTES_MAX: usize = 16 << 20;
 /// Keys kept.
 const NEWEST_KEYS_MAX: usize = 1 << 16;
 

@@ -16,10 +16,9 @@ use super::storage::decode;
 /// the previous value of the newest change as its watchers see it.
 const VERSIONS_PER_KEY: usize = 2;
 /// Stored bytes whose parses are kept: a pod parses to a few times its stored size, so this
-/// bounds the memory to a few hundred MiB at most while keeping a backlog of thousands of
-/// pods parsed from their creation to their binding (Kubernetes' watch cache keeps every
-/// object).
-const DECODED_BYTES_MAX: usize = 48 << 20;
+/// bounds the memory to about a hundred MiB while keeping a backlog of thousands of pods
+/// parsed from their creation to their binding (Kubernetes' watch cache keeps every object).
+const DECODED_BYTES_MAX: usize = 24 << 20;
 /// Versions kept in all (a bound on the bookkeeping when values are small).
 const DECODED_MAX: usize = 1 << 16;
 
