@@ -122,13 +122,6 @@ pub struct Written {
     versions: HashMap<Vec<u8>, (u64, Version)>,
 }
 
-impl Written {
-    /// The revision after the entry.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
-}
-
 /// The MVCC keyspace shared by the state machine (writer) and readers.
 pub struct Keyspace {
     db: Arc<DB>,
