@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use keelson_api::object;
 use keelson_api::resources::Resource;
+use keelson_api::selectors::{LabelSelector, Operator, Requirement};
 use keelson_raft::{Consistency, EventKind, KeyRange, Store, WatchError, WatchRequest};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch as signal};
@@ -59,11 +60,85 @@ struct Cache {
     objects: HashMap<String, Arc<Value>>,
     /// Keys of objects by the uid of each of their owners.
     by_owner: HashMap<String, HashSet<String>>,
-    /// Keys of objects no owner controls (orphans a controller may adopt).
-    uncontrolled: HashSet<String>,
+    /// Objects no owner controls (orphans a controller may adopt), by namespace.
+    uncontrolled: HashMap<String, Orphans>,
     /// Keys of pods by the node they are bound to (`spec.nodeName`).
     by_node: HashMap<String, HashSet<String>>,
     revision: u64,
+}
+
+/// The orphans of one namespace, with an index of their labels: a controller looks for the
+/// orphans its selector matches at every sync, and a namespace may hold thousands of orphans
+/// of which it selects none.
+#[derive(Default)]
+struct Orphans {
+    keys: HashSet<String>,
+    /// Keys by label (`key`, `value`).
+    by_label: HashMap<(String, String), HashSet<String>>,
+}
+
+/// An object's labels with string values (any other value counts as absent, as in
+/// [`LabelSelector::matches_object`]).
+fn string_labels(obj: &Value) -> impl Iterator<Item = (&String, &str)> {
+    obj.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key, value.as_str()?)))
+}
+
+impl Orphans {
+    fn insert(&mut self, key: &str, obj: &Value) {
+        self.keys.insert(key.to_string());
+        for (label, value) in string_labels(obj) {
+            self.by_label
+                .entry((label.clone(), value.to_string()))
+                .or_default()
+                .insert(key.to_string());
+        }
+    }
+
+    fn remove(&mut self, key: &str, obj: &Value) {
+        self.keys.remove(key);
+        for (label, value) in string_labels(obj) {
+            let entry = (label.clone(), value.to_string());
+            if let Some(keys) = self.by_label.get_mut(&entry) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_label.remove(&entry);
+                }
+            }
+        }
+    }
+
+    /// The keys that may match `selector`: those carrying one of the values a requirement
+    /// asks for (`key=value`, `key in (...)`; the requirement with the fewest), or every key
+    /// when no requirement names values an object must carry.
+    fn candidates(&self, selector: &LabelSelector) -> Vec<&String> {
+        let carrying = |requirement: &Requirement| -> Option<Vec<&String>> {
+            match requirement.operator() {
+                Operator::Equals | Operator::DoubleEquals | Operator::In => Some(
+                    requirement
+                        .values()
+                        .iter()
+                        .filter_map(|value| {
+                            self.by_label
+                                .get(&(requirement.key().to_string(), value.clone()))
+                        })
+                        .flatten()
+                        .collect(),
+                ),
+                _ => None,
+            }
+        };
+        selector
+            .requirements()
+            .iter()
+            .filter_map(carrying)
+            .min_by_key(Vec::len)
+            .unwrap_or_else(|| self.keys.iter().collect())
+    }
 }
 
 fn node_name_of(obj: &Value) -> Option<&str> {
@@ -80,7 +155,11 @@ impl Cache {
         }
         let owners = object::owner_references(&obj);
         if !owners.iter().any(|o| o.controller == Some(true)) {
-            self.uncontrolled.insert(key.clone());
+            let namespace = split_key(&key).0.unwrap_or_default();
+            self.uncontrolled
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(&key, &obj);
         }
         for owner in owners {
             self.by_owner
@@ -104,7 +183,13 @@ impl Cache {
     }
 
     fn unindex(&mut self, key: &str, obj: &Value) {
-        self.uncontrolled.remove(key);
+        let namespace = split_key(key).0.unwrap_or_default();
+        if let Some(orphans) = self.uncontrolled.get_mut(namespace) {
+            orphans.remove(key, obj);
+            if orphans.keys.is_empty() {
+                self.uncontrolled.remove(namespace);
+            }
+        }
         if let Some(node) = node_name_of(obj) {
             if let Some(keys) = self.by_node.get_mut(node) {
                 keys.remove(key);
@@ -227,15 +312,24 @@ impl Informer {
             .collect()
     }
 
-    /// The objects of one namespace that no owner controls, found through an index: a
-    /// controller looks for orphans to adopt at every sync, among thousands of pods.
-    pub fn uncontrolled_in(&self, namespace: &str) -> Vec<Arc<Value>> {
+    /// The objects of one namespace that no owner controls and `selector` matches, found
+    /// through indexes of orphans and of their labels: a controller looks for orphans to
+    /// adopt at every sync, among thousands of pods.
+    pub fn uncontrolled_matching(
+        &self,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> Vec<Arc<Value>> {
         let cache = self.read();
-        cache
-            .uncontrolled
-            .iter()
-            .filter(|k| split_key(k).0 == Some(namespace))
-            .filter_map(|k| cache.objects.get(k).cloned())
+        let Some(orphans) = cache.uncontrolled.get(namespace) else {
+            return Vec::new();
+        };
+        orphans
+            .candidates(selector)
+            .into_iter()
+            .filter_map(|k| cache.objects.get(k))
+            .filter(|obj| selector.matches_object(obj))
+            .cloned()
             .collect()
     }
 
@@ -519,7 +613,11 @@ mod tests {
     }
 
     fn uncontrolled(cache: &Cache) -> Vec<&str> {
-        let mut keys: Vec<&str> = cache.uncontrolled.iter().map(String::as_str).collect();
+        let mut keys: Vec<&str> = cache
+            .uncontrolled
+            .values()
+            .flat_map(|orphans| orphans.keys.iter().map(String::as_str))
+            .collect();
         keys.sort_unstable();
         keys
     }
@@ -551,6 +649,108 @@ mod tests {
         cache.remove("ns/c");
         assert_eq!(uncontrolled(&cache), ["ns/b"], "removed");
         assert!(!cache.by_owner.contains_key("cm-uid"));
+    }
+
+    /// The orphans a selector matches, by the label index and by a scan of every object.
+    fn matching(cache: &Cache, namespace: &str, selector: &str) -> (Vec<String>, Vec<String>) {
+        let selector = LabelSelector::parse(selector).expect("a valid selector");
+        let mut indexed: Vec<String> = cache
+            .uncontrolled
+            .get(namespace)
+            .map(|orphans| orphans.candidates(&selector))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| selector.matches_object(&cache.objects[*k]))
+            .cloned()
+            .collect();
+        let mut scanned: Vec<String> = cache
+            .objects
+            .iter()
+            .filter(|(k, obj)| {
+                split_key(k).0 == Some(namespace)
+                    && object::controller_of(obj).is_none()
+                    && selector.matches_object(obj)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        indexed.sort_unstable();
+        scanned.sort_unstable();
+        (indexed, scanned)
+    }
+
+    #[test]
+    fn the_label_index_of_orphans_finds_what_a_scan_finds() {
+        let labelled = |ns: &str, name: &str, labels: Value, owners: Value| {
+            Arc::new(
+                json!({"metadata": {"namespace": ns, "name": name, "labels": labels,
+                "ownerReferences": owners}}),
+            )
+        };
+        let controller = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+            "uid": "rs-uid", "controller": true}]);
+        let mut cache = Cache::default();
+        for (ns, name, labels) in [
+            ("ns", "a", json!({"app": "web", "tier": "front"})),
+            ("ns", "b", json!({"app": "web"})),
+            ("ns", "c", json!({"app": "db", "tier": "back"})),
+            ("ns", "d", json!({"app": 7})),
+            ("other", "e", json!({"app": "web"})),
+        ] {
+            cache.insert(
+                format!("{ns}/{name}"),
+                labelled(ns, name, labels, json!([])),
+            );
+        }
+        cache.insert(
+            "ns/owned".into(),
+            labelled("ns", "owned", json!({"app": "web"}), controller.clone()),
+        );
+        let selectors = [
+            "app=web",
+            "app==web,tier=front",
+            "app in (web,db)",
+            "app=web,tier!=front",
+            "tier",
+            "!tier",
+            "app notin (web)",
+            "app=none",
+            "",
+        ];
+        let check = |cache: &Cache, stage: &str| {
+            for selector in selectors {
+                let (indexed, scanned) = matching(cache, "ns", selector);
+                assert_eq!(indexed, scanned, "{stage}: {selector:?}");
+            }
+        };
+        check(&cache, "inserted");
+        assert_eq!(matching(&cache, "ns", "app=web").0, ["ns/a", "ns/b"]);
+        assert_eq!(
+            matching(&cache, "ns", "app in (web,db)").0,
+            ["ns/a", "ns/b", "ns/c"]
+        );
+
+        // Relabelled, adopted, released and removed: the index follows.
+        cache.insert(
+            "ns/b".into(),
+            labelled("ns", "b", json!({"app": "db"}), json!([])),
+        );
+        cache.insert(
+            "ns/a".into(),
+            labelled("ns", "a", json!({"app": "web"}), controller),
+        );
+        cache.insert(
+            "ns/owned".into(),
+            labelled("ns", "owned", json!({"app": "web"}), json!([])),
+        );
+        cache.remove("ns/c");
+        check(&cache, "changed");
+        assert_eq!(matching(&cache, "ns", "app=web").0, ["ns/owned"]);
+        assert_eq!(matching(&cache, "ns", "app=db").0, ["ns/b"]);
+
+        for key in ["ns/b", "ns/d", "ns/owned", "other/e"] {
+            cache.remove(key);
+        }
+        assert!(cache.uncontrolled.is_empty(), "emptied namespaces go");
     }
 
     #[test]

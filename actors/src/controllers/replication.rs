@@ -707,8 +707,8 @@ async fn sync(shared: &Shared, key: &str) -> Result<Option<Duration>, Replicatio
         }
     }
     if let Some(selector) = shared.kind.selector(&owner) {
-        for pod in shared.pods.uncontrolled_in(ns) {
-            if selector.matches_object(&pod) && seen.insert(key_of(&pod)) {
+        for pod in shared.pods.uncontrolled_matching(ns, &selector) {
+            if seen.insert(key_of(&pod)) {
                 pods.push(pod);
             }
         }
