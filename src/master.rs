@@ -38,8 +38,9 @@ pub(crate) struct MasterArgs {
     /// Seconds between compaction checks.
     #[arg(long, env = "KEELSON_COMPACTION_INTERVAL_SECS", default_value_t = 30)]
     compaction_interval_secs: u64,
-    /// Applied log entries between snapshots.
-    #[arg(long, env = "KEELSON_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    /// Applied log entries between snapshots (as etcd's --snapshot-count); a snapshot is
+    /// also built whenever the log written since the last one outgrows it (64 MiB at least).
+    #[arg(long, env = "KEELSON_SNAPSHOT_ENTRIES", default_value_t = 100_000)]
     snapshot_entries: u64,
     /// Seconds without a heartbeat before a node turns `Ready=Unknown`.
     #[arg(long, env = "KEELSON_NODE_MONITOR_GRACE_SECS", default_value_t = 10)]
@@ -97,7 +98,7 @@ impl MasterArgs {
             token: None,
             history_window_secs: 300,
             compaction_interval_secs: 30,
-            snapshot_entries: 10_000,
+            snapshot_entries: 100_000,
             node_monitor_grace_secs: 10,
             pod_eviction_timeout_secs: 10,
             cluster_cidr: "10.244.0.0/16".to_string(),

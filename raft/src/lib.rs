@@ -14,6 +14,7 @@ pub mod command;
 mod db;
 mod error;
 mod keyspace;
+mod log_growth;
 mod log_store;
 mod metrics;
 mod network;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::codec::{decode, encode, read_u64, u64_key};
 use crate::db::{cf, CF_COMMITTED, CF_LOG, CF_PURGED, CF_VOTE};
+use crate::log_growth::LogGrowth;
 use crate::types::{MemberId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<MemberId>>;
@@ -49,6 +50,8 @@ pub struct LogStore {
     snapshot: Option<DurableSnapshot>,
     /// How long a purge waits for its snapshot ([`PURGE_WAIT_MAX`]; tests shorten it).
     purge_wait: Duration,
+    /// Where the bytes appended are counted, for a snapshot due by size.
+    growth: Option<Arc<LogGrowth>>,
 }
 
 impl LogStore {
@@ -66,7 +69,14 @@ impl LogStore {
             no_sync,
             snapshot: None,
             purge_wait: PURGE_WAIT_MAX,
+            growth: None,
         }
+    }
+
+    /// Counts the bytes appended into `growth` (see [`crate::log_growth`]).
+    pub(crate) fn counting_into(mut self, growth: Arc<LogGrowth>) -> Self {
+        self.growth = Some(growth);
+        self
     }
 
     /// Purges wait for `snapshot` to cover them. openraft 0.9 purges the log up to a snapshot
@@ -258,8 +268,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = cf(&self.db, CF_LOG);
         let mut batch = WriteBatch::default();
+        let mut bytes = 0;
         for entry in entries {
-            batch.put_cf(log, u64_key(entry.log_id.index), encode(&entry));
+            let encoded = encode(&entry);
+            bytes += encoded.len() as u64;
+            batch.put_cf(log, u64_key(entry.log_id.index), encoded);
+        }
+        if let Some(growth) = &self.growth {
+            growth.appended(bytes);
         }
         self.db
             .write(batch)

@@ -21,6 +21,7 @@ use crate::codec::{decode, encode};
 use crate::command::{validate_batch, Command, CommandResponse, Txn};
 use crate::db::{cf, total_order, CF_KV, CF_REVS, CF_SM};
 use crate::keyspace::{Keyspace, KeyspaceError, PendingWrite, SM_APPLIED, SM_MEMBERSHIP};
+use crate::log_growth::LogGrowth;
 use crate::types::{Member, MemberId, TypeConfig};
 use crate::watch::WatchError;
 
@@ -99,6 +100,11 @@ impl StateMachineStore {
     /// The last log id of the snapshot on disk, updated as snapshots are written.
     pub fn durable_snapshot(&self) -> crate::log_store::DurableSnapshot {
         self.snapshot_file.durable.subscribe()
+    }
+
+    /// The log's growth since the last snapshot, for the log store to count into.
+    pub(crate) fn log_growth(&self) -> Arc<LogGrowth> {
+        self.snapshot_file.growth.clone()
     }
 
     /// The last log id applied to the state machine.
@@ -240,15 +246,19 @@ struct SnapshotFile {
     last: Mutex<Option<LogId<MemberId>>>,
     /// The same, published once the file is synced (the log store purges no further).
     durable: tokio::sync::watch::Sender<Option<LogId<MemberId>>>,
+    /// The log written since this file last changed, against its size.
+    growth: Arc<LogGrowth>,
 }
 
 impl SnapshotFile {
     fn open(path: PathBuf) -> StorageResult<SnapshotFile> {
         let last = read_snapshot_meta(&path)?.and_then(|meta| meta.last_log_id);
+        let size = std::fs::metadata(&path).map_or(0, |meta| meta.len());
         Ok(SnapshotFile {
             path,
             last: Mutex::new(last),
             durable: tokio::sync::watch::Sender::new(last),
+            growth: Arc::new(LogGrowth::new(size)),
         })
     }
 
@@ -264,6 +274,7 @@ impl SnapshotFile {
             return Ok(false);
         }
         write_atomically(&self.path, bytes)?;
+        self.growth.snapshot_written(bytes.len() as u64);
         *last = meta.last_log_id;
         self.durable.send_replace(meta.last_log_id);
         Ok(true)

@@ -21,6 +21,7 @@ use crate::command::{
 use crate::db;
 use crate::error::StoreError;
 use crate::keyspace::Keyspace;
+use crate::log_growth::{self, LogGrowth};
 use crate::log_store::LogStore;
 use crate::network::Network;
 use crate::pre_vote::{self, PreVoteRequest, VoteView};
@@ -55,7 +56,8 @@ pub struct StoreConfig {
     pub watch_buffer_events_max: usize,
     /// How long a write may wait to commit before its outcome is reported unknown.
     pub write_timeout: Duration,
-    /// Applied entries between snapshots.
+    /// Applied entries between snapshots (etcd's `--snapshot-count`, 100,000 by default);
+    /// a snapshot is also built whenever the log outgrows the last one (`log_growth`).
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind the last snapshot, for followers slightly behind.
     pub logs_kept_after_snapshot: u64,
@@ -98,7 +100,7 @@ impl StoreConfig {
             compaction_interval: Duration::from_secs(30),
             watch_buffer_events_max: 10_000,
             write_timeout: Duration::from_secs(10),
-            snapshot_logs_since_last: 10_000,
+            snapshot_logs_since_last: 100_000,
             logs_kept_after_snapshot: 1_000,
             heartbeat_interval_ms: 150,
             membership_timeout: Duration::from_secs(60),
@@ -212,8 +214,10 @@ impl Store {
         let mut state_machine =
             StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
                 .map_err(|e| storage_error("cannot read the state machine", &e))?;
+        let growth = state_machine.log_growth();
         let log_store = LogStore::new(db, config.unsafe_mode.no_sync)
-            .purge_within(state_machine.durable_snapshot());
+            .purge_within(state_machine.durable_snapshot())
+            .counting_into(growth.clone());
         log_store
             .forget_vote_grant()
             .map_err(|e| storage_error("cannot read the vote", &e))?;
@@ -261,6 +265,7 @@ impl Store {
         let compactor = tokio::spawn(store.clone().compactor());
         let removal = tokio::spawn(store.clone().removal_watch());
         let elections = tokio::spawn(store.clone().elections());
+        let snapshots = tokio::spawn(store.clone().snapshots_by_size(growth));
         let batches = {
             let store = store.clone();
             tokio::spawn(proposer::run(proposals, move |command, deadline| {
@@ -269,7 +274,7 @@ impl Store {
             }))
         };
         store.lock_tasks().extend([
-            serve, bootstrap, compactor, removal, elections, batches, leaders,
+            serve, bootstrap, compactor, removal, elections, snapshots, batches, leaders,
         ]);
         tracing::info!(
             name = %store.inner.config.name,
@@ -586,6 +591,23 @@ impl Store {
         addrs.dedup();
         addrs.retain(|addr| *addr != self.inner.config.advertise);
         addrs
+    }
+
+    /// Builds a snapshot whenever the log written since the last one outgrows it (see
+    /// [`crate::log_growth`]); on every member, as each keeps its own snapshots.
+    async fn snapshots_by_size(self, growth: Arc<LogGrowth>) {
+        loop {
+            tokio::time::sleep(log_growth::CHECK_INTERVAL).await;
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            if growth.take_due() {
+                tracing::debug!("the log outgrew the last snapshot: building one");
+                if let Err(e) = self.inner.raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "cannot start building a snapshot");
+                }
+            }
+        }
     }
 
     /// On the leader, compacts history older than the window, every interval.
