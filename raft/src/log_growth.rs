@@ -10,26 +10,29 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Log bytes written between snapshots at least: a small state is not snapshotted for every
-/// few of its own sizes of log.
+/// Log bytes written between snapshots at least (the default of
+/// `StoreConfig::snapshot_log_bytes_min`): a small state is not snapshotted for every few of
+/// its own sizes of log.
 pub(crate) const LOG_BYTES_MIN: u64 = 64 << 20;
 /// How often a member looks whether a snapshot is due.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Whether `logged` bytes written since the last snapshot, of `snapshot` bytes, call for a
-/// new one.
-pub(crate) fn due(logged: u64, snapshot: u64) -> bool {
-    logged >= snapshot.max(LOG_BYTES_MIN)
+/// new one, `floor` bytes at least.
+pub(crate) fn due(logged: u64, snapshot: u64, floor: u64) -> bool {
+    logged >= snapshot.max(floor)
 }
 
 /// The log's growth since the last snapshot, shared by the log store (which counts what it
 /// appends) and the state machine (which records each snapshot it writes).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LogGrowth {
     /// Bytes appended to the log since the last snapshot was written or asked for.
     logged: AtomicU64,
     /// The size of the last snapshot written (or found on disk at start).
     snapshot: AtomicU64,
+    /// Log bytes between snapshots at least.
+    floor: AtomicU64,
 }
 
 impl LogGrowth {
@@ -37,7 +40,12 @@ impl LogGrowth {
         LogGrowth {
             logged: AtomicU64::new(0),
             snapshot: AtomicU64::new(snapshot),
+            floor: AtomicU64::new(LOG_BYTES_MIN),
         }
+    }
+
+    pub(crate) fn set_floor(&self, bytes: u64) {
+        self.floor.store(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn appended(&self, bytes: u64) {
@@ -54,7 +62,7 @@ impl LogGrowth {
     pub(crate) fn take_due(&self) -> bool {
         let snapshot = self.snapshot.load(Ordering::Relaxed);
         let logged = self.logged.load(Ordering::Relaxed);
-        if !due(logged, snapshot) {
+        if !due(logged, snapshot, self.floor.load(Ordering::Relaxed)) {
             return false;
         }
         self.logged.fetch_sub(logged, Ordering::Relaxed);
@@ -84,7 +92,7 @@ mod tests {
             (200 * mib, 200 * mib, true),
         ] {
             assert_eq!(
-                due(logged, snapshot),
+                due(logged, snapshot, LOG_BYTES_MIN),
                 expected,
                 "{logged} logged, {snapshot} snapshot"
             );

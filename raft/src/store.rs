@@ -59,6 +59,9 @@ pub struct StoreConfig {
     /// Applied entries between snapshots (etcd's `--snapshot-count`, 100,000 by default);
     /// a snapshot is also built whenever the log outgrows the last one (`log_growth`).
     pub snapshot_logs_since_last: u64,
+    /// A snapshot is built whenever the log written since the last one holds more bytes
+    /// than it, and than this (`log_growth`).
+    pub snapshot_log_bytes_min: u64,
     /// Entries kept in the log behind the last snapshot, for followers slightly behind.
     pub logs_kept_after_snapshot: u64,
     pub heartbeat_interval_ms: u64,
@@ -101,6 +104,7 @@ impl StoreConfig {
             watch_buffer_events_max: 10_000,
             write_timeout: Duration::from_secs(10),
             snapshot_logs_since_last: 100_000,
+            snapshot_log_bytes_min: log_growth::LOG_BYTES_MIN,
             logs_kept_after_snapshot: 1_000,
             heartbeat_interval_ms: 150,
             membership_timeout: Duration::from_secs(60),
@@ -215,6 +219,7 @@ impl Store {
             StateMachineStore::open(keyspace.clone(), config.data_dir.join("snapshot"))
                 .map_err(|e| storage_error("cannot read the state machine", &e))?;
         let growth = state_machine.log_growth();
+        growth.set_floor(config.snapshot_log_bytes_min);
         let log_store = LogStore::new(db, config.unsafe_mode.no_sync)
             .purge_within(state_machine.durable_snapshot())
             .counting_into(growth.clone());

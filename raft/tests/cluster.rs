@@ -300,6 +300,49 @@ async fn a_restarted_member_rejoins_with_all_data() {
     cluster.shutdown().await;
 }
 
+/// Whether every member has a snapshot file.
+fn snapshot_files(cluster: &TestCluster) -> Vec<bool> {
+    cluster
+        .configs
+        .iter()
+        .map(|config| config.data_dir.join("snapshot").exists())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_member_snapshots_once_its_log_outgrows_the_floor_whatever_the_entry_count() {
+    init_tracing();
+    let floor = 256 << 10;
+    let cluster = TestCluster::start(3, |config| {
+        config.snapshot_logs_since_last = 1_000_000;
+        config.snapshot_log_bytes_min = floor;
+    })
+    .await;
+    cluster.leader(LEADER_TIMEOUT).await;
+    let client = cluster.client();
+    let value = "x".repeat(4 << 10);
+    // Under the floor: no member snapshots (an entry count this low never would either).
+    for n in 0..16 {
+        put(&client, &format!("/g/{n:03}"), &value).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(snapshot_files(&cluster), [false; 3], "64 KiB logged");
+    // Past it: each member's log outgrows the floor and each builds its own snapshot.
+    for n in 16..96 {
+        put(&client, &format!("/g/{n:03}"), &value).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot_files(&cluster) != [true; 3] {
+        assert!(
+            Instant::now() < deadline,
+            "after 384 KiB logged, snapshot files: {:?}",
+            snapshot_files(&cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wiped_member_readded_catches_up_by_snapshot() {
     init_tracing();
