@@ -65,7 +65,12 @@ impl LogGrowth {
         if !due(logged, snapshot, self.floor.load(Ordering::Relaxed)) {
             return false;
         }
-        self.logged.fetch_sub(logged, Ordering::Relaxed);
+        // Saturating: a snapshot written meanwhile may have reset the count already.
+        let _ = self
+            .logged
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_sub(logged))
+            });
         true
     }
 
