@@ -29,15 +29,22 @@ async fn get(client: &StoreClient, key: &str) -> Option<Vec<u8>> {
     response.kvs.into_iter().next().map(|kv| kv.value)
 }
 
-/// Every live key and value under `prefix` on member `i`, read locally.
+/// Every live key and value under `prefix` on member `i`, read locally, page by page at one
+/// revision (writers may have written more keys than a page holds).
 fn local_dump(cluster: &TestCluster, i: usize, prefix: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let page = cluster
-        .store(i)
-        .keyspace()
-        .range(&KeyRange::prefix(prefix), 0, 0)
-        .expect("local range");
-    assert!(page.next_key.is_none(), "dump fits one page");
-    page.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+    let keyspace = cluster.store(i).keyspace();
+    let mut range = KeyRange::prefix(prefix);
+    let mut revision = 0;
+    let mut dump = BTreeMap::new();
+    loop {
+        let page = keyspace.range(&range, revision, 0).expect("local range");
+        revision = page.revision;
+        dump.extend(page.kvs.into_iter().map(|kv| (kv.key, kv.value)));
+        match page.next_key {
+            Some(next) => range.start = next,
+            None => return dump,
+        }
+    }
 }
 
 /// Runs `writers` tasks writing unique keys until `stop` is set; returns the acknowledged keys
